@@ -1,0 +1,1 @@
+"""Engine adapters shipped with durabench; each sub-package registers under ``durabench.engines``."""

