@@ -1,0 +1,88 @@
+"""The in-memory reference engine: the harness's test double, and its null engine.
+
+Each worker keeps its workflows in memory only and serves a tiny line protocol on a Unix
+socket. It checkpoints nothing, so a killed worker loses every workflow it held: the checker
+must report them as lost. Use it to test the harness and to measure the harness's own ceiling;
+it says nothing about any real engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.contract import EngineContext, EngineRecord, Workload
+from harness.errors import SubmitRejected
+from harness.supervisor import python_worker
+
+
+def socket_path(run_id: str, engine: str, index: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"durabench-{engine}-{run_id}-{index}.sock"
+
+
+class MemoryClient:
+    def __init__(self, ctx: EngineContext) -> None:
+        self.paths = [socket_path(ctx.run_id, ctx.engine, i) for i in range(ctx.workers)]
+        self._rr = itertools.cycle(range(ctx.workers))
+
+    async def _call(self, index: int, line: str) -> str:
+        reader, writer = await asyncio.open_unix_connection(str(self.paths[index]))
+        try:
+            writer.write(line.encode() + b"\n")
+            await writer.drain()
+            return (await reader.readline()).decode().strip()
+        finally:
+            writer.close()
+
+    async def submit(self, workflow_id: str) -> None:
+        index = next(self._rr)
+        try:
+            answer = await self._call(index, f"SUBMIT {workflow_id}")
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
+            raise SubmitRejected(f"worker:{index} is down: {exc}") from exc
+        if answer != "OK":
+            raise RuntimeError(f"worker:{index} answered {answer!r}")
+
+    async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
+        found: dict[str, dict[str, Any]] = {}
+        for index in range(len(self.paths)):
+            try:
+                found.update(json.loads(await self._call(index, "LOOKUP " + " ".join(workflow_ids))))
+            except (ConnectionRefusedError, FileNotFoundError):
+                continue
+        return {wf: EngineRecord(found[wf]["status"], found[wf].get("completed_ns")) if wf in found
+                else EngineRecord("not_found") for wf in workflow_ids}
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryEngine:
+    name: ClassVar[str] = "memory"
+    description: ClassVar[str] = "in-memory reference engine (no durability; loses work on a crash); tests the harness"
+    services: ClassVar[tuple[str, ...]] = ()
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
+        return {"durable": False}
+
+    def versions(self) -> dict[str, str]:
+        from harness import __version__
+
+        return {"durabench": __version__}
+
+    def prepare(self, ctx: EngineContext) -> None:
+        for i in range(ctx.workers):
+            socket_path(ctx.run_id, ctx.engine, i).unlink(missing_ok=True)
+
+    def worker_command(self, ctx: EngineContext, worker_index: int) -> list[str]:
+        return python_worker("engines.memory.worker")
+
+    async def open_client(self, ctx: EngineContext) -> MemoryClient:
+        return MemoryClient(ctx)

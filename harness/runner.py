@@ -1,0 +1,154 @@
+"""One run: for each engine in turn, provision, start workers, drive load, inject faults,
+drain, reconcile, stop everything; then analyze and report.
+
+Engines run one after another on fresh servers (their own data directories), so no engine
+inherits another's state or competes with it for the two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from harness import procs, registry, report, results, services
+from harness.contract import Engine, EngineContext, EngineRecord
+from harness.driver import Driver, LiveView, Progress
+from harness.errors import DurabenchError, ServiceError, UserError
+from harness.ledger import Follower, Ledger
+from harness.nemesis import Nemesis
+from harness.scenario import Scenario
+from harness.supervisor import Supervisor
+
+LOOKUP_BATCH = 500
+
+
+def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
+    """Run a scenario on every engine it names; returns the run directory."""
+    registry.check_names(scenario.engines)
+    engines = {name: registry.load(name) for name in scenario.engines}
+    for name, engine in engines.items():
+        reason = engine.unavailable_reason()
+        if reason:
+            raise UserError(f"engine {name!r} cannot run here: {reason}")
+    procs.reap_leftovers()
+    run_dir = results.new_run_dir(out, scenario.name)
+    run_id = uuid.uuid4().hex[:8]  # short: it goes into queue names, database names and socket paths
+    manifest: dict[str, Any] = {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "created_at": results.now_iso(),
+        "scenario": scenario.model_dump(),
+        "durability": scenario.durability,
+        "seed": scenario.seed,
+        "short_id": run_id,
+        "harness": {"version": _version(), "git_revision": results.git_revision(), "python": sys.version.split()[0]},
+        "machine": results.machine_facts(),
+        "engines": {},
+    }
+    results.write_json(run_dir / "manifest.json", manifest)
+    say = Progress(progress)
+    for name, engine in engines.items():
+        say.tick(lambda n=name: f"[{n}] starting servers and workers", force=True)
+        info = _run_engine(engine, name, scenario, run_dir, run_id, say)
+        manifest["engines"][name] = info
+        results.write_json(run_dir / "manifest.json", manifest)
+    summary = results.analyze(run_dir)
+    report.write(run_dir, manifest, summary)
+    return run_dir
+
+
+def _version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, run_id: str,
+                say: Progress) -> dict[str, Any]:
+    edir = results.engine_dir(run_dir, name)
+    ledger_dir = edir / "history"
+    ledger_dir.mkdir(parents=True)
+    (edir / "logs").mkdir()
+    workload = scenario.workload.to_workload()
+    settings = {**engine.default_settings(workload, scenario.workers.count), **scenario.engine_settings.get(name, {})}
+    info: dict[str, Any] = {
+        "description": engine.description,
+        "versions": engine.versions(),
+        "settings": settings,
+        "services": {},
+        "error": None,
+    }
+    started = time.monotonic()
+    try:
+        with services.running(engine.services, edir / "logs", scenario.durability) as svc:
+            info["services"] = svc.describe()
+            ctx = EngineContext(name, run_id, svc.endpoints, workload, scenario.workers.count, settings, edir,
+                                ledger_dir)
+            engine.prepare(ctx)
+            asyncio.run(_drive(engine, ctx, scenario, say))
+    except (DurabenchError, OSError, RuntimeError, asyncio.TimeoutError) as exc:
+        info["error"] = f"{type(exc).__name__}: {exc}"
+        (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
+        say.tick(lambda: f"[{name}] FAILED: {info['error']}", force=True)
+    info["wall_s"] = round(time.monotonic() - started, 3)
+    return info
+
+
+async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress) -> None:
+    harness_ledger = Ledger(ctx.ledger_dir, "driver")
+    sup_ledger = Ledger(ctx.ledger_dir, "supervisor")
+    nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
+    view = LiveView(ctx.workload.steps, Follower(ctx.ledger_dir))
+    sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
+    follow = asyncio.create_task(view.follow())
+    sup.start()
+    try:
+        await _wait_ready(view, sup, scenario.workers.ready_timeout)
+        client = await engine.open_client(ctx)
+        try:
+            driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
+            nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view)
+            load = asyncio.create_task(driver.run())
+            while driver.t0_mono == 0.0:
+                await asyncio.sleep(0)
+            faults = asyncio.create_task(nemesis.run(driver.t0_mono))
+            while not load.done():
+                say.tick(lambda: driver.progress_line("load"))
+                await asyncio.sleep(0.1)
+            await load
+            drained = await driver.drain(scenario.load.drain_timeout,
+                                         lambda: say.tick(lambda: driver.progress_line("drain")))
+            say.tick(lambda: driver.progress_line("drained" if drained else "timeout"), force=True)
+            faults.cancel()
+            await asyncio.gather(faults, return_exceptions=True)
+            ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]
+            records = await _lookup(client, ids)
+            results.save_reconcile(ctx.work_dir / "reconcile.json", records)
+        finally:
+            await client.close()
+    finally:
+        follow.cancel()
+        sup.stop()
+
+
+async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    wanted = {f"worker:{i}" for i in range(sup.count)}
+    while not wanted <= view.ready.keys():
+        if time.monotonic() > deadline:
+            missing = sorted(wanted - view.ready.keys())
+            raise ServiceError(f"workers {missing} not ready after {timeout_s:g}s; see {sup.log_path(0).parent}")
+        view.poll()
+        await asyncio.sleep(0.02)
+
+
+async def _lookup(client: Any, ids: list[str]) -> dict[str, EngineRecord]:
+    out: dict[str, EngineRecord] = {}
+    for i in range(0, len(ids), LOOKUP_BATCH):
+        out.update(await client.lookup(ids[i : i + LOOKUP_BATCH]))
+    return out
