@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine (Python >= 3.11 and make):
+#   make quick   install into .venv, start the servers, compare every engine, write a report
+#   make test    install into .venv, lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quick test lint install clean-venv
+
+quick: $(VENV)/.installed
+	$(BIN)/durabench run scenarios/quick.yaml
+
+test: $(VENV)/.installed lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check harness engines tests
+	$(BIN)/mypy
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "durabench needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,120 @@
+"""The durabench CLI end to end: user errors, and whole runs with a worker kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+DURABENCH = [sys.executable, "-m", "harness.cli"]
+
+
+def durabench(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DURABENCH, *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "scenarios/nope.yaml"], "no such scenario file"),
+        (["run", "scenarios/quick.yaml", "--engines", "dbos,nosuch"], "unknown engine 'nosuch'"),
+        (["run", "scenarios/quick.yaml", "--rate", "-3"], "load.rate"),
+        (["run", "scenarios/quick.yaml", "--durability", "paranoid"], "durability"),
+        (["run", "scenarios/quick.yaml", "--engines", ","], "--engines is empty"),
+        (["run"], "the following arguments are required: scenario"),
+        (["frobnicate"], "invalid choice"),
+        (["analyze", "/nonexistent"], "not a durabench run directory"),
+        (["check", "tests/e2e/bad.yaml"], "faults.0.target: expected a known target"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    proc = durabench(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("durabench: error: "), proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_and_engines() -> None:
+    proc = durabench("check", *sorted(str(p) for p in (ROOT / "scenarios").glob("*.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert "quick.yaml: ok" in proc.stdout
+    proc = durabench("engines")
+    assert proc.returncode == 0
+    for name in ("dbos", "temporal", "temporal-local", "celery", "memory"):
+        assert name in proc.stdout
+
+
+def _summary(out: Path) -> tuple[Path, dict]:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_memory_engine_loses_work_and_the_checker_sees_it(tmp_path: Path) -> None:
+    """The reference engine keeps state in RAM: a kill must show up as lost workflows."""
+    proc = durabench("run", "tests/e2e/memory-kill.yaml", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    run_dir, summary = _summary(tmp_path)
+    e = summary["engines"]["memory"]
+    assert e["verdict"] == "violations"
+    assert e["lost"] > 0 and e["lost"] == e["acknowledged"] - e["completed"]
+    ids = json.loads((run_dir / "engines/memory/checker.json").read_text())["ids"]
+    assert len(ids["lost"]) == e["lost"]
+    assert e["recovery"][0]["affected"] >= e["lost"]
+    assert e["worker_restarts"] == 1
+    # analysis is a pure function of the files: rebuilding gives the same figures
+    before = {k: v for k, v in summary.items() if k != "analyzed_at"}
+    again = durabench("analyze", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    _, rebuilt = _summary(tmp_path)
+    assert {k: v for k, v in rebuilt.items() if k != "analyzed_at"} == before
+
+
+def test_newer_results_format_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"schema_version": 999}))
+    proc = durabench("analyze", str(run))
+    assert proc.returncode == 2
+    assert "newer than this durabench reads" in proc.stderr and "upgrade" in proc.stderr
+
+
+@pytest.mark.real
+def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
+    """A kill of worker:0 mid-load: DBOS and Temporal lose nothing and re-run no completed step."""
+    env = {**os.environ}
+    proc = subprocess.run([*DURABENCH, "run", "tests/e2e/kill.yaml", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[dbos] load" in proc.stderr  # progress was shown
+    run_dir, summary = _summary(tmp_path)
+    assert (run_dir / "report.md").is_file()
+    for name in ("dbos", "temporal", "temporal-local", "celery"):
+        e = summary["engines"][name]
+        assert e["status"] == "ok", e
+        assert e["submitted"] >= 100
+        assert e["acknowledged"] == e["submitted"]
+        assert e["unexpected"] == 0
+        assert e["worker_restarts"] == 1
+        assert len(e["recovery"]) == 1
+        assert e["e2e_latency_ms"]["count"] > 0
+        assert name in (run_dir / "report.md").read_text()
+    for name in ("dbos", "temporal", "temporal-local"):
+        e = summary["engines"][name]
+        assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
+        assert e["replayed_completed_steps"] == 0, (name, e)
+        assert e["completed"] == e["submitted"]
+        assert e["verdict"] == "correct"
+        rec = e["recovery"][0]
+        if rec["affected"]:
+            assert rec["all_done_s"] is not None and rec["first_progress_s"] is not None
+    celery = summary["engines"]["celery"]
+    assert celery["lost"] == 0, celery  # acks_late + visibility timeout redeliver the killed steps

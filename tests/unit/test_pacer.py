@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from harness import ledger
+from harness.driver import Driver, LiveView, arrival_offsets
+from harness.errors import SubmitRejected
+from harness.scenario import LoadSpec
+
+
+def test_uniform_arrivals_are_evenly_spaced() -> None:
+    offsets = arrival_offsets(LoadSpec(rate=10, warmup=1, duration=2), seed=1)
+    assert len(offsets) == 30
+    assert offsets[:3] == [0.0, 0.1, 0.2]
+
+
+def test_poisson_arrivals_are_seeded_and_average_the_rate() -> None:
+    load = LoadSpec(rate=200, arrival="poisson", warmup=0, duration=50)
+    a, b = arrival_offsets(load, seed=7), arrival_offsets(load, seed=7)
+    assert a == b
+    assert abs(len(a) / 50 - 200) < 10
+    assert a != arrival_offsets(load, seed=8)
+
+
+class _Client:
+    """Submits that hang for a while must not delay later arrivals (open loop)."""
+
+    def __init__(self, slow_every: int) -> None:
+        self.calls = 0
+        self.slow_every = slow_every
+
+    async def submit(self, workflow_id: str) -> None:
+        self.calls += 1
+        if self.calls == 13:
+            raise SubmitRejected("full")
+        if self.calls == 17:
+            raise ConnectionError("reset")
+        if self.calls % self.slow_every == 0:
+            await asyncio.sleep(2.0)
+
+    async def lookup(self, workflow_ids: list[str]) -> dict:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+def test_open_loop_records_intended_times_and_outcomes(tmp_path: Path) -> None:
+    load = LoadSpec(rate=50, warmup=0.2, duration=0.8, submit_timeout=5)
+    view = LiveView(1, ledger.Follower(tmp_path))
+    drv = Driver("fake", _Client(slow_every=5), load, 1, ledger.Ledger(tmp_path, "driver"), view, "r1")
+    asyncio.run(drv.run())
+    events = ledger.read_dir(tmp_path)
+    invokes = [e for e in events if e["ev"] == "invoke"]
+    acks = {e["wf"]: e for e in events if e["ev"] == "ack"}
+    assert len(invokes) == 50
+    start = next(e for e in events if e["ev"] == "load_start")
+    intended = [e["intended_ns"] - start["ns"] for e in invokes]
+    assert intended == [i * 20_000_000 for i in range(50)]
+    # a slow submit (every 5th takes 2 s) never pushes later sends back: a blocking pacer would be seconds late
+    assert max(e["ns"] - e["intended_ns"] for e in invokes) < 1_000_000_000
+    outcomes = [acks[e["wf"]]["outcome"] for e in invokes]
+    assert outcomes.count("fail") == 1 and outcomes.count("unknown") == 1 and outcomes.count("ok") == 48
+    assert (drv.counters.ok, drv.counters.failed, drv.counters.unknown) == (48, 1, 1)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import scenario
+from harness.errors import ScenarioError, UserError
+
+BASE = {"name": "t", "engines": ["memory"]}
+
+
+def parse(extra: dict, overrides: dict | None = None) -> scenario.Scenario:
+    return scenario.parse({**BASE, **extra}, "f.yaml", overrides)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("250ms", 0.25), ("20s", 20.0), ("2m", 120.0), ("1.5s", 1.5), (3, 3.0), (0.5, 0.5)]
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert scenario.parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["5 parsecs", "s", "", True, None, "-1s"])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        scenario.parse_duration(value)
+
+
+def test_defaults_are_documented_values() -> None:
+    sc = parse({})
+    assert (sc.durability, sc.load.mode, sc.workers.count, sc.workload.steps) == ("strict", "open", 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"wrkers": {}}, "f.yaml: wrkers is not a known field"),
+        ({"load": {"rate": "fast"}}, "f.yaml: load.rate:"),
+        ({"load": {"rate": -1}}, "f.yaml: load.rate:"),
+        ({"load": {"duration": "0s"}}, "load.duration must be longer than 0s"),
+        ({"workload": {"steps": 0}}, "f.yaml: workload.steps:"),
+        ({"workload": {"step_duration": "fast"}}, "workload.step_duration: expected a duration"),
+        ({"durability": "paranoid"}, "f.yaml: durability:"),
+        ({"faults": [{"kind": "nuke", "at": "1s"}]}, "faults.0.kind"),
+        ({"faults": [{"kind": "kill-worker", "target": "wrker:1", "at": "5s"}]},
+         "faults.0.target: expected a known target (worker:0..1, worker:all), given 'wrker:1'"),
+        ({"faults": [{"kind": "kill-worker", "target": "worker:2", "at": "5s"}]}, "faults.0.target"),
+        ({"faults": [{"kind": "kill-worker", "at": "500s"}]}, "faults.0.at: expected a time before the load ends"),
+        ({"faults": [{"kind": "kill-worker", "target": "worker:0"}]}, "faults.0.at is required"),
+        ({"engine_settings": {"dbos": {}}}, "engine_settings.dbos: expected one of the scenario's engines"),
+    ],
+)
+def test_invalid_scenarios_say_where_and_what(extra: dict, message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse(extra)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_overrides_are_applied_and_recorded() -> None:
+    sc = parse({}, {"engines": ["memory"], "duration": "3s", "rate": 7.0, "workers": 3, "durability": "relaxed"})
+    assert (sc.load.duration, sc.load.rate, sc.workers.count, sc.durability) == (3.0, 7.0, 3, "relaxed")
+    assert sc.overrides == {"engines": ["memory"], "duration": "3s", "rate": 7.0, "workers": 3, "durability": "relaxed"}
+
+
+def test_bad_override_is_refused() -> None:
+    with pytest.raises(ScenarioError, match="load.rate"):
+        parse({}, {"rate": 0.0})
+
+
+def test_fault_targets() -> None:
+    assert scenario.fault_targets("worker:all", 3) == [0, 1, 2]
+    assert scenario.fault_targets("worker:0,2", 3) == [0, 2]
+    assert scenario.fault_targets("worker:3", 3) is None
+    assert scenario.fault_targets("service:postgres", 3) is None
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such scenario file"):
+        scenario.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ScenarioError, match="is not valid YAML"):
+        scenario.load(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n")
+    with pytest.raises(ScenarioError, match="expected a mapping"):
+        scenario.load(top)
+
+
+def test_shipped_scenarios_are_valid(root: Path) -> None:
+    files = sorted((root / "scenarios").glob("*.yaml"))
+    assert files
+    for path in files:
+        scenario.load(path)
