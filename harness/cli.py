@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nresults: {run_dir}\nreport:  {run_dir / 'report.md'}")
     failed = [n for n, e in summary["engines"].items() if e.get("status") != "ok"]
     if failed:
-        print(f"engines that failed to run: {', '.join(failed)} (see their logs in {run_dir}/engines/)", file=sys.stderr)
+        names = ", ".join(failed)
+        print(f"engines that failed to run: {names} (see their logs in {run_dir}/engines/)", file=sys.stderr)
         return 1
     return 0
 

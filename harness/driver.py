@@ -18,8 +18,8 @@ import random
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.contract import EngineClient
 from harness.errors import SubmitRejected
@@ -86,7 +86,8 @@ def arrival_offsets(load: LoadSpec, seed: int) -> list[float]:
         n = int(total * load.rate)
         return [i / load.rate for i in range(n)]
     rng = random.Random(seed)
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     while True:
         t += rng.expovariate(load.rate)
         if t >= total:
@@ -124,7 +125,7 @@ class Driver:
             await asyncio.wait_for(self.client.submit(wf), self.load.submit_timeout)
         except SubmitRejected as exc:
             outcome, error = "fail", str(exc)
-        except Exception as exc:  # noqa: BLE001 - any other failure leaves the outcome indeterminate
+        except Exception as exc:
             outcome, error = "unknown", f"{type(exc).__name__}: {exc}"
         self.ledger.write("ack", wf=wf, outcome=outcome, sent_ns=sent_ns, error=error)
         c.in_flight_submits -= 1

@@ -121,7 +121,8 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{_settings_line(name, settings)} |")
         lines.append("")
     lines += ["## Latency detail (ms)", "",
-              "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |", "|---|---|---|---|---|---|---|---|---|"]
+              "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, e in summary["engines"].items():
         for metric in ("e2e_latency_ms", "submit_latency_ms", "pickup_latency_ms", "step_overhead_ms",
                        "pacer_lateness_ms"):

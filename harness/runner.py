@@ -8,6 +8,7 @@ inherits another's state or competes with it for the two cores.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 import traceback
@@ -53,7 +54,7 @@ def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
     results.write_json(run_dir / "manifest.json", manifest)
     say = Progress(progress)
     for name, engine in engines.items():
-        say.tick(lambda n=name: f"[{n}] starting servers and workers", force=True)
+        say.tick(functools.partial(str, f"[{name}] starting servers and workers"), force=True)
         info = _run_engine(engine, name, scenario, run_dir, run_id, say)
         manifest["engines"][name] = info
         results.write_json(run_dir / "manifest.json", manifest)
@@ -91,7 +92,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                                 ledger_dir)
             engine.prepare(ctx)
             asyncio.run(_drive(engine, ctx, scenario, say))
-    except (DurabenchError, OSError, RuntimeError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
         say.tick(lambda: f"[{name}] FAILED: {info['error']}", force=True)

@@ -58,7 +58,8 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) ->
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(POLL_S)
-    raise ServiceError(f"{name} did not accept connections on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f}s; see {log}")
+    raise ServiceError(f"{name} did not accept connections on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f}s; "
+                       f"see {log}")
 
 
 @dataclass
@@ -98,6 +99,10 @@ class Service:
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "version": self.version, "argv": self.argv, "settings": self.settings}
+
+
+def _version_of(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _wait_postgres(svc: Service) -> None:
@@ -147,7 +152,7 @@ def _postgres(data_dir: Path, log: Path, profile: str) -> Service:
     argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(data_dir)]
     for key, value in settings.items():
         argv += ["-c", f"{key}={value}"]
-    version = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
+    version = _version_of([str(bindir / "postgres"), "--version"])
     return Service("postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", port, argv, data_dir,
                    log, settings, version, user=user)
 
@@ -164,7 +169,7 @@ def _redis(data_dir: Path, log: Path, profile: str) -> Service:
     argv = [binary, "--port", str(port), "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "no"]
     for key, value in settings.items():
         argv += [f"--{key}", value]
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    version = _version_of([binary, "--version"])
     return Service("redis", f"redis://127.0.0.1:{port}/0", port, argv, data_dir, log, settings, version)
 
 
@@ -186,11 +191,11 @@ def _temporal(data_dir: Path, log: Path, profile: str) -> Service:
         "metrics_port": metrics_port,
         "shards": 1,
     }
-    argv = [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+    argv: list[str] = [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
             "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-            "--db-filename", settings["db_filename"], "--log-level", "warn",
+            "--db-filename", str(settings["db_filename"]), "--log-level", "warn",
             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", f"synchronous={_SQLITE_SYNC[profile]}"]
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    version = _version_of([binary, "--version"])
     return Service("temporal", f"127.0.0.1:{port}", port, argv, data_dir, log, settings, version,
                    extra={"metrics": f"http://127.0.0.1:{metrics_port}/metrics"})
 

@@ -32,7 +32,8 @@ class _Slot(threading.Thread):
     def run(self) -> None:  # the thread that spawns a worker must live as long as it (PDEATHSIG)
         sup = self.sup
         while not sup.stopping.is_set():
-            self.proc = procs.spawn(sup.argv(self.index), log=sup.log_path(self.index), env=sup.env(self.index), cwd=ROOT)
+            argv, log, env = sup.argv(self.index), sup.log_path(self.index), sup.env(self.index)
+            self.proc = procs.spawn(argv, log=log, env=env, cwd=ROOT)
             self.starts += 1
             sup.ledger.write("worker_start", worker=self.name, worker_pid=self.proc.pid, start=self.starts)
             self._started.set()

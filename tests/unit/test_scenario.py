@@ -66,7 +66,7 @@ def test_overrides_are_applied_and_recorded() -> None:
 
 
 def test_bad_override_is_refused() -> None:
-    with pytest.raises(ScenarioError, match="load.rate"):
+    with pytest.raises(ScenarioError, match=r"load\.rate"):
         parse({}, {"rate": 0.0})
 
 
