@@ -1,0 +1,90 @@
+"""Processes the harness starts never outlive it: SIGKILL of the harness included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness import procs, services
+from tests.conftest import ROOT
+
+HARNESS = """
+import sys, time
+from harness import procs
+child = procs.spawn(["sleep", "600"])
+grandchild = procs.spawn(["sh", "-c", "sleep 600 & wait"])
+print(child.pid, grandchild.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pids: list[int], timeout_s: float = 10.0) -> bool:
+    alive = []
+    for pid in pids:
+        try:
+            alive.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, still = psutil.wait_procs(alive, timeout=timeout_s)
+    return not [p for p in still if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _group_members(pgid: int) -> list[int]:
+    return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_children_die_with_the_harness(sig: int, tmp_path: Path) -> None:
+    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS], stdout=subprocess.PIPE, text=True, env=env)
+    assert harness.stdout is not None
+    child, grandchild = (int(x) for x in harness.stdout.readline().split())
+    members = _group_members(child) + _group_members(grandchild)
+    assert len(members) >= 3  # sleep, sh and its background sleep
+    harness.send_signal(sig)
+    harness.wait(10)
+    assert _gone(members), "a process the harness started outlived it"
+
+
+def test_leftovers_of_a_dead_harness_are_cleaned_on_next_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait()
+    (tmp_path / f"{dead_owner.pid}.json").write_text(
+        json.dumps({"owner": dead_owner.pid, "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()}}))
+    monkeypatch.setattr(procs, "STATE_DIR", tmp_path)
+    assert procs.reap_leftovers() == [victim.pid]
+    assert victim.wait(10) == -signal.SIGKILL
+    assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.real
+def test_services_start_on_loopback_and_stop(tmp_path: Path) -> None:
+    with services.running(["postgres", "redis", "temporal"], tmp_path) as svc:
+        pids = []
+        for s in svc.services.values():
+            assert s.proc is not None
+            leader = psutil.Process(s.proc.pid)  # postgres children setsid() themselves: walk the tree
+            pids += [leader.pid] + [c.pid for c in leader.children(recursive=True)]
+            listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == s.port
+                         and c.status == psutil.CONN_LISTEN}
+            assert listening == {"127.0.0.1"}, (s.name, listening)
+        assert svc.describe()["postgres"]["settings"]["synchronous_commit"] == "on"
+        assert svc.describe()["redis"]["settings"]["appendfsync"] == "always"
+        assert svc.describe()["temporal"]["settings"]["sqlite_synchronous"] == "FULL"
+        assert len(pids) > 3  # postgres has background processes
+    assert _gone(pids)
