@@ -127,30 +127,37 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
             ids["lost"].append(wf)
         engine_done_ns = record.completed_ns if record is not None else None
         for step in range(n_steps):
-            execs = sorted(tr.steps.get(step, []), key=lambda e: e.start_ns)
-            key = f"{wf}#{step}"
-            if not any(e.end_ns is not None for e in execs):
-                ids["missing_steps"].append(key)
-            if len(execs) > 1:
-                ids["duplicated_steps"].append(key)
-                extra_executions += len(execs) - 1
-            if _replayed(execs, tr.steps.get(step + 1, []), step == n_steps - 1, engine_done_ns):
-                ids["replayed_completed_steps"].append(key)
+            if not any(e.end_ns is not None for e in tr.steps.get(step, [])):
+                ids["missing_steps"].append(f"{wf}#{step}")
+        reruns = reexecutions(tr, n_steps, engine_done_ns)
+        extra_executions += len(reruns)
+        ids["duplicated_steps"] += sorted({f"{wf}#{r.step}" for r in reruns})
+        ids["replayed_completed_steps"] += sorted({f"{wf}#{r.step}" for r in reruns if r.replayed})
     counts = {k: len(v) for k, v in ids.items()}
     counts["extra_step_executions"] = extra_executions
     return CheckResult(counts, ids)
 
 
-def _replayed(execs: list[Execution], next_execs: list[Execution], last: bool, engine_done_ns: int | None) -> bool:
-    """Did an execution start after the step had ended and the engine had moved past it?"""
-    for i, later in enumerate(execs[1:], start=1):
-        ended = [e.end_ns for e in execs[:i] if e.end_ns is not None and e.end_ns <= later.start_ns]
-        if not ended:
-            continue
-        if last:
-            moved_on = engine_done_ns is not None and engine_done_ns <= later.start_ns
-        else:
-            moved_on = any(n.start_ns <= later.start_ns for n in next_execs)
-        if moved_on:
-            return True
-    return False
+@dataclass(frozen=True)
+class Rerun:
+    """An execution of a step beyond its first one."""
+
+    step: int
+    start_ns: int
+    replayed: bool  # the step had ended and the engine had moved past it before this execution
+
+
+def reexecutions(tr: WorkflowTrace, n_steps: int, engine_done_ns: int | None) -> list[Rerun]:
+    """Every re-execution of every step of one workflow, classified."""
+    out: list[Rerun] = []
+    for step in range(n_steps):
+        execs = sorted(tr.steps.get(step, []), key=lambda e: e.start_ns)
+        next_starts = [n.start_ns for n in tr.steps.get(step + 1, [])]
+        for i, later in enumerate(execs[1:], start=1):
+            ended = any(e.end_ns is not None and e.end_ns <= later.start_ns for e in execs[:i])
+            if step == n_steps - 1:
+                moved_on = engine_done_ns is not None and engine_done_ns <= later.start_ns
+            else:
+                moved_on = any(ns <= later.start_ns for ns in next_starts)
+            out.append(Rerun(step, later.start_ns, ended and moved_on))
+    return out

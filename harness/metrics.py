@@ -14,11 +14,14 @@ summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates
   orchestration cost per step, including queueing.
 - **pacer_lateness**: actual send time minus intended time (the driver's own delay).
 - **recovery**, per fault: affected workflows are those not complete at the fault whose latest
-  step record before it came from a targeted worker. ``first_progress_s``: fault start to the
+  step record before it came from a targeted worker (worker faults), or every workflow submitted
+  and not complete at the fault (store and link faults). ``first_progress_s``: fault start to the
   first step start of an affected workflow after it; ``resume_delay_s``: that delay per workflow
   (p50/p99/max); ``all_done_s``: fault start to the last affected workflow's completion;
   ``throughput_recovered_s``: fault start to the first 1-s bucket at or above 90% of the median
-  pre-fault throughput after the dip (0 if it never dipped).
+  pre-fault throughput after the dip (0 if it never dipped); ``affected_unfinished``: affected
+  workflows that never completed (lost to this fault); ``extra_step_executions`` and
+  ``replayed_completed_steps``: re-executions that started between this fault and the next.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.checker import WorkflowTrace
+from harness.checker import WorkflowTrace, reexecutions
 from harness.contract import EngineRecord
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
@@ -159,26 +162,38 @@ def completions_per_second(trs: dict[str, WorkflowTrace], engine: dict[str, Engi
 
 
 def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[str, WorkflowTrace],
-             engine: dict[str, EngineRecord], steps: int, win: Window) -> dict[str, Any]:
+             engine: dict[str, EngineRecord], steps: int, win: Window, until_ns: int | None = None) -> dict[str, Any]:
+    """Recovery figures of one fault; re-executions are attributed to it from its start to ``until_ns``
+    (the next fault's start, or the end of the history)."""
     start = fault["ns"]
-    targets = set(fault.get("workers", []))
+    targets = set(fault.get("workers") or [])
     affected: list[WorkflowTrace] = []
     for wf, tr in trs.items():
         done = _completion_ns(tr, engine.get(wf), steps)
         if done is not None and done <= start:
             continue
-        before = [(e.start_ns, e.src) for execs in tr.steps.values() for e in execs if e.start_ns <= start]
-        if before and max(before)[1] in targets:
-            affected.append(tr)
+        if targets:  # a worker fault hits the workflows whose latest step ran on a targeted worker
+            before = [(e.start_ns, e.src) for execs in tr.steps.values() for e in execs if e.start_ns <= start]
+            if before and max(before)[1] in targets:
+                affected.append(tr)
+        elif tr.sent_ns is not None and tr.sent_ns <= start and tr.outcome in ("ok", "unknown"):
+            affected.append(tr)  # a store or link fault hits every workflow in flight
     delays, finishes = [], []
     for tr in affected:
         after = [e.start_ns for execs in tr.steps.values() for e in execs if e.start_ns > start]
         if after:
             delays.append((min(after) - start) / 1e9)
         done = _completion_ns(tr, engine.get(tr.wf), steps)
-        finishes.append(None if done is None else (done - start) / 1e9)
+        finishes.append(None if done is None or tr.ledger_completed_ns(steps) is None else (done - start) / 1e9)
     unfinished = sum(1 for f in finishes if f is None)
-    out: dict[str, Any] = {
+    dup, replayed = 0, 0
+    for wf, tr in trs.items():
+        record = engine.get(wf)
+        for rerun in reexecutions(tr, steps, record.completed_ns if record else None):
+            if start <= rerun.start_ns and (until_ns is None or rerun.start_ns < until_ns):
+                dup += 1
+                replayed += rerun.replayed
+    return {
         "fault_id": fault["fault_id"],
         "kind": fault["kind"],
         "target": fault["target"],
@@ -190,9 +205,11 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
         "resume_delay_s": _spread(delays),
         "all_done_s": round(max(f for f in finishes if f is not None), 3) if finishes and not unfinished else None,
         "throughput_recovered_s": _throughput_recovered(trs, engine, steps, win, start),
+        "extra_step_executions": dup,
+        "replayed_completed_steps": replayed,
         "affected_ids": sorted(tr.wf for tr in affected),
+        "unfinished_ids": sorted(tr.wf for tr, f in zip(affected, finishes, strict=True) if f is None),
     }
-    return out
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:

@@ -19,7 +19,8 @@ LIMITS = (
 
 RECOVERY_SETTINGS = {
     "dbos": ("polling_interval_s", "restart_delay"),
-    "temporal": ("start_to_close_timeout_s", "sticky_schedule_to_start_timeout_s", "retry_initial_interval_s"),
+    "temporal": ("activity_start_to_close_s", "workflow_task_timeout_s", "sticky_queue_schedule_to_start_timeout_s",
+                 "retry_initial_interval_s"),
     "celery": ("visibility_timeout_s", "unacked_restore_interval_s"),
 }
 

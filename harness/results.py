@@ -134,12 +134,14 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     win = metrics.window(events)
     hists = metrics.latency_histograms(trs, reconcile, steps, win)
     write_json(edir / "histograms.json", {"unit": "us", "histograms": {k: metrics.encode(h) for k, h in hists.items()}})
-    write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids})
     ends = {r["fault_id"]: r for r in events if r["ev"] == "fault_end"}
-    faults = [metrics.recovery(r, ends.get(r["fault_id"]), trs, reconcile, steps, win)
-              for r in events if r["ev"] == "fault_start"]
-    for fault in faults:
-        fault.pop("affected_ids")
+    starts = [r for r in events if r["ev"] == "fault_start"]
+    faults = [metrics.recovery(r, ends.get(r["fault_id"]), trs, reconcile, steps, win,
+                               starts[i + 1]["ns"] if i + 1 < len(starts) else None)
+              for i, r in enumerate(starts)]
+    fault_ids = {f["fault_id"]: {"affected": f.pop("affected_ids"), "unfinished": f.pop("unfinished_ids")}
+                 for f in faults}
+    write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids, "faults": fault_ids})
     c = verdict.counts
     summary: dict[str, Any] = {
         "status": "ok" if info.get("error") is None else "error",

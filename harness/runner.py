@@ -8,11 +8,13 @@ inherits another's state or competes with it for the two cores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ from harness.contract import Engine, EngineContext, EngineRecord
 from harness.driver import Driver, LiveView, Progress
 from harness.errors import DurabenchError, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.nemesis import Nemesis
-from harness.scenario import Scenario
+from harness.nemesis import Nemesis, resolve_service
+from harness.proxy import Proxy
+from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario
 from harness.supervisor import Supervisor
 
 LOOKUP_BATCH = 500
@@ -36,6 +39,9 @@ def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
+        for fault in scenario.faults:
+            if fault.kind in STORE_FAULTS + LINK_FAULTS:
+                resolve_service(fault.resolved_target, engine.services, name)
     procs.reap_leftovers()
     run_dir = results.new_run_dir(out, scenario.name)
     run_id = uuid.uuid4().hex[:8]  # short: it goes into queue names, database names and socket paths
@@ -86,12 +92,18 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     }
     started = time.monotonic()
     try:
-        with services.running(engine.services, edir / "logs", scenario.durability) as svc:
+        with services.running(engine.services, edir / "logs", scenario.durability) as svc, \
+                _proxies(svc, scenario.needs_proxy) as proxies:
             info["services"] = svc.describe()
-            ctx = EngineContext(name, run_id, svc.endpoints, workload, scenario.workers.count, settings, edir,
+            endpoints = svc.endpoints
+            for svc_name, proxy in proxies.items():  # workers and driver reach the store through the proxy
+                port = svc.services[svc_name].port
+                endpoints[svc_name] = endpoints[svc_name].replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
+                info["services"][svc_name]["proxied_url"] = endpoints[svc_name]
+            ctx = EngineContext(name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
             engine.prepare(ctx)
-            asyncio.run(_drive(engine, ctx, scenario, say))
+            asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
@@ -100,7 +112,22 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     return info
 
 
-async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress) -> None:
+@contextlib.contextmanager
+def _proxies(svc: services.Services, wanted: bool) -> Iterator[dict[str, Proxy]]:
+    proxies: dict[str, Proxy] = {}
+    try:
+        if wanted:
+            for name, service in svc.services.items():
+                proxies[name] = Proxy(name, "127.0.0.1", service.port)
+                proxies[name].start()
+        yield proxies
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+
+
+async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress,
+                 svc: services.Services, proxies: dict[str, Proxy]) -> None:
     harness_ledger = Ledger(ctx.ledger_dir, "driver")
     sup_ledger = Ledger(ctx.ledger_dir, "supervisor")
     nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
@@ -113,7 +140,8 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
         client = await engine.open_client(ctx)
         try:
             driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
-            nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view)
+            nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
+                              scenario.total_load_s)
             load = asyncio.create_task(driver.run())
             while driver.t0_mono == 0.0:
                 await asyncio.sleep(0)
@@ -122,9 +150,11 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
                 say.tick(lambda: driver.progress_line("load"))
                 await asyncio.sleep(0.1)
             await load
+            nemesis.final_heal()
             drained = await driver.drain(scenario.load.drain_timeout,
                                          lambda: say.tick(lambda: driver.progress_line("drain")))
             say.tick(lambda: driver.progress_line("drained" if drained else "timeout"), force=True)
+            await nemesis.settle()
             faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
             ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]

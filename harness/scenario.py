@@ -20,8 +20,8 @@ from harness.errors import ScenarioError, UserError
 
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-FAULT_KINDS = ("kill-worker",)
 PROFILES = ("strict", "relaxed", "volatile")
+SERVICES = ("postgres", "redis", "temporal")
 
 
 def parse_duration(value: Any) -> float:
@@ -76,10 +76,43 @@ class WorkersSpec(_Strict):
     ready_timeout: Duration = 90.0
 
 
+FaultKind = Literal["kill-worker", "pause-worker", "restart-store", "latency", "partition", "reset-connections"]
+WORKER_FAULTS = ("kill-worker", "pause-worker")
+STORE_FAULTS = ("restart-store",)
+LINK_FAULTS = ("latency", "partition", "reset-connections")
+NEEDS_DURATION = ("pause-worker", "latency", "partition")
+FAULT_KINDS = WORKER_FAULTS + STORE_FAULTS + LINK_FAULTS
+
+
 class FaultSpec(_Strict):
-    kind: Literal["kill-worker"]
-    target: str = "worker:0"
+    """One entry of the nemesis schedule (docs/faults.md)."""
+
+    kind: FaultKind
+    target: str | None = None  # default: worker:0, service:store or link:store by kind
     at: Duration
+    duration: Duration | None = None  # pause / partition / latency: time until the heal
+    every: Duration | None = None  # repeat at this interval until the load ends
+    clean: bool = False  # restart-store: SIGTERM and wait (a clean shutdown) instead of SIGKILL
+    latency: Duration = 0.05  # latency fault: added one-way delay per chunk
+    jitter: Duration = 0.0  # latency fault: uniform +- jitter
+
+    @property
+    def resolved_target(self) -> str:
+        if self.target is not None:
+            return self.target
+        if self.kind in WORKER_FAULTS:
+            return "worker:0"
+        return "service:store" if self.kind in STORE_FAULTS else "link:store"
+
+    def instances(self, load_end_s: float) -> list[float]:
+        """Start times of every repetition."""
+        if self.every is None:
+            return [self.at]
+        times, t = [], self.at
+        while t < load_end_s:
+            times.append(t)
+            t += self.every
+        return times
 
 
 class Scenario(_Strict):
@@ -99,16 +132,36 @@ class Scenario(_Strict):
     def _cross_checks(self) -> Scenario:
         end = self.load.warmup + self.load.duration
         for i, fault in enumerate(self.faults):
-            targets = fault_targets(fault.target, self.workers.count)
-            if targets is None:
+            target = fault.resolved_target
+            if fault.kind in WORKER_FAULTS and fault_targets(target, self.workers.count) is None:
                 known = f"worker:0..{self.workers.count - 1}, worker:all"
-                raise _FieldError(f"faults.{i}.target", f"a known target ({known})", fault.target)
+                raise _FieldError(f"faults.{i}.target", f"a known target for {fault.kind} ({known})", target)
+            if fault.kind in STORE_FAULTS and not _service_target(target, "service:"):
+                raise _FieldError(f"faults.{i}.target", f"service:store or service:<{'|'.join(SERVICES)}>", target)
+            if fault.kind in LINK_FAULTS and not _service_target(target, "link:"):
+                raise _FieldError(f"faults.{i}.target", f"link:store or link:<{'|'.join(SERVICES)}>", target)
             if fault.at >= end:
                 raise _FieldError(f"faults.{i}.at", f"a time before the load ends ({end:g}s)", fault.at)
+            if fault.kind in NEEDS_DURATION:
+                if not fault.duration:
+                    raise _FieldError(f"faults.{i}.duration", f"a duration > 0 for {fault.kind}", fault.duration)
+                if fault.at + fault.duration > end:
+                    raise _FieldError(f"faults.{i}.duration",
+                                      f"at most {end - fault.at:g}s (the fault must heal before the load ends)",
+                                      fault.duration)
+            elif fault.duration is not None:
+                raise _FieldError(f"faults.{i}.duration", f"no duration for {fault.kind} (it heals by itself)",
+                                  fault.duration)
+            if fault.every is not None and fault.every <= (fault.duration or 0):
+                raise _FieldError(f"faults.{i}.every", "an interval longer than the fault's duration", fault.every)
         for name in self.engine_settings:
             if name not in self.engines:
                 raise _FieldError(f"engine_settings.{name}", f"one of the scenario's engines {self.engines}", name)
         return self
+
+    @property
+    def needs_proxy(self) -> bool:
+        return any(f.kind in LINK_FAULTS for f in self.faults)
 
     @property
     def total_load_s(self) -> float:
@@ -119,6 +172,10 @@ class _FieldError(ValueError):
     def __init__(self, path: str, expected: str, given: Any) -> None:
         super().__init__(f"{path}: expected {expected}, given {given!r}")
         self.path, self.expected, self.given = path, expected, given
+
+
+def _service_target(target: str, prefix: str) -> bool:
+    return target.startswith(prefix) and target.removeprefix(prefix) in ("store", *SERVICES)
 
 
 def fault_targets(target: str, workers: int) -> list[int] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from harness import procs
 from harness.errors import ServiceError
@@ -85,17 +88,37 @@ class Service:
             _wait_postgres(self)
 
     def stop(self) -> None:
+        """Clean shutdown (PostgreSQL: SIGINT, its "fast" mode; others: SIGTERM), keeping the data."""
         if self.proc is not None:
-            procs.stop(self.proc, sig=15)
+            procs.stop(self.proc, sig=signal.SIGINT if self.name == "postgres" else signal.SIGTERM)
             self.proc = None
 
     def kill(self) -> None:
-        """SIGKILL the server and all its processes, keeping the data directory."""
-        if self.proc is not None:
-            procs.kill_group(self.proc)
-            self.proc.wait()
-            procs.REGISTRY.remove(self.proc.pid)
-            self.proc = None
+        """SIGKILL the server and all its processes, keeping the data directory.
+
+        PostgreSQL's children leave the postmaster's process group (setsid) and exit on their own
+        once they notice its death; the restart must wait for them (shared memory still in use)."""
+        if self.proc is None:
+            return
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        procs.kill_group(self.proc)
+        self.proc.wait()
+        procs.REGISTRY.remove(self.proc.pid)
+        self.proc = None
+        _, alive = psutil.wait_procs(children, timeout=START_TIMEOUT_S)
+        for child in alive:
+            child.kill()
+
+    def restart(self, clean: bool = False) -> None:
+        """Crash (SIGKILL) or cleanly stop the server, then start it again on the same port and data."""
+        if clean:
+            self.stop()
+        else:
+            self.kill()
+        self.start()
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "version": self.version, "argv": self.argv, "settings": self.settings}

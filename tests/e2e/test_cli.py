@@ -89,7 +89,11 @@ def test_newer_results_format_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
-    """A kill of worker:0 mid-load: DBOS and Temporal lose nothing and re-run no completed step."""
+    """A kill of worker:0 mid-load: DBOS and Temporal lose nothing and re-run no completed step.
+
+    temporal-local loses nothing either, but local activities are recorded only when the workflow
+    task completes, so a crash re-runs steps that had finished: the checker must count that, not pass it.
+    """
     env = {**os.environ}
     proc = subprocess.run([*DURABENCH, "run", "tests/e2e/kill.yaml", "--out", str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
@@ -110,8 +114,10 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     for name in ("dbos", "temporal", "temporal-local"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
-        assert e["replayed_completed_steps"] == 0, (name, e)
         assert e["completed"] == e["submitted"]
+    for name in ("dbos", "temporal"):
+        e = summary["engines"][name]
+        assert e["replayed_completed_steps"] == 0, (name, e)
         assert e["verdict"] == "correct"
         rec = e["recovery"][0]
         if rec["affected"]:

@@ -44,7 +44,7 @@ def test_defaults_are_documented_values() -> None:
         ({"durability": "paranoid"}, "f.yaml: durability:"),
         ({"faults": [{"kind": "nuke", "at": "1s"}]}, "faults.0.kind"),
         ({"faults": [{"kind": "kill-worker", "target": "wrker:1", "at": "5s"}]},
-         "faults.0.target: expected a known target (worker:0..1, worker:all), given 'wrker:1'"),
+         "faults.0.target: expected a known target for kill-worker (worker:0..1, worker:all), given 'wrker:1'"),
         ({"faults": [{"kind": "kill-worker", "target": "worker:2", "at": "5s"}]}, "faults.0.target"),
         ({"faults": [{"kind": "kill-worker", "at": "500s"}]}, "faults.0.at: expected a time before the load ends"),
         ({"faults": [{"kind": "kill-worker", "target": "worker:0"}]}, "faults.0.at is required"),

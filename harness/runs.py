@@ -1,0 +1,372 @@
+"""Loading runs: the one path from the files of a run to the report, the charts, ``compare`` and
+the notebooks (none of them reads a results file any other way).
+
+``load_run(run_dir)`` gives a :class:`Run`: the manifest, the summary and, per engine, an
+:class:`EngineRun` whose history, traces, reconcile records and decoded histograms are read from
+disk the first time they are used. Per-workflow figures come from the checker's traces and the
+metric definitions of :mod:`harness.metrics`; nothing here defines a metric.
+
+``durabench ls [DIR]`` lists the runs under a results directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+
+from harness import checker, ledger, metrics, results
+from harness.contract import EngineRecord
+from harness.errors import UserError
+
+REFERENCE_DIR = results.ROOT / "results" / "reference"
+SUB_WINDOWS = 5  # a single run's own spread: each figure computed on this many equal slices of the measured window
+RESOURCES_FILE = "resources.jsonl"  # per engine, when resource usage is measured (see EngineRun.resources)
+SCENARIO_IGNORED = ("engines", "overrides", "description")  # keys that may differ between comparable runs
+
+
+@dataclass
+class EngineRun:
+    """One engine's part of a run."""
+
+    run_dir: Path
+    name: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any]  # summary.json engines.<name>
+
+    @property
+    def dir(self) -> Path:
+        return results.engine_dir(self.run_dir, self.name)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.manifest["engines"].get(self.name, {})
+        return info
+
+    @property
+    def ok(self) -> bool:
+        """The engine ran and was analyzed (charts and tables can use its figures)."""
+        return self.summary.get("status") == "ok" and "throughput_per_s" in self.summary
+
+    @property
+    def steps(self) -> int:
+        steps: int = self.manifest["scenario"]["workload"]["steps"]
+        return steps
+
+    @property
+    def versions(self) -> dict[str, str]:
+        versions = dict(self.info.get("versions", {}))
+        for svc, desc in self.info.get("services", {}).items():
+            versions.setdefault(svc, str(desc.get("version", "?")))
+        return versions
+
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        """The summary's recovery entries: fault id, kind, target, start_s, end_s and recovery figures."""
+        faults: list[dict[str, Any]] = self.summary.get("recovery", [])
+        return faults
+
+    @cached_property
+    def events(self) -> list[dict[str, Any]]:
+        return ledger.read_dir(self.dir / "history")
+
+    @cached_property
+    def traces(self) -> dict[str, checker.WorkflowTrace]:
+        return checker.traces(self.events)
+
+    @cached_property
+    def reconcile(self) -> dict[str, EngineRecord]:
+        return results.load_reconcile(self.dir / "reconcile.json")
+
+    @cached_property
+    def window(self) -> metrics.Window:
+        return metrics.window(self.events)
+
+    @cached_property
+    def histograms(self) -> dict[str, HdrHistogram]:
+        """Decoded HdrHistograms (microseconds) by name: e2e_latency, submit_latency, ..."""
+        path = self.dir / "histograms.json"
+        if not path.is_file():
+            raise UserError(f"{path}: missing; rebuild the derived files with: durabench analyze {self.run_dir}")
+        data = results.read_json(path)
+        return {name: metrics.decode(text) for name, text in data["histograms"].items()}
+
+    def seconds(self, ns: int | None) -> float | None:
+        """Seconds from the load start (the origin of every time axis)."""
+        return None if ns is None else (ns - self.window.load_start_ns) / 1e9
+
+    @cached_property
+    def workflows(self) -> pd.DataFrame:
+        """One row per submitted workflow: times in seconds from the load start, e2e latency in ms.
+
+        ``completed_s`` is the completion time the metrics use (the engine's durable timestamp when
+        it has one, else the ledger's last step end); ``e2e_ms`` is set where the e2e histogram
+        records one; ``measured`` marks intended starts inside the measured window.
+        """
+        rows = []
+        for wf, tr in self.traces.items():
+            if tr.intended_ns is None:
+                continue
+            done = metrics._completion_ns(tr, self.reconcile.get(wf), self.steps)  # the metric's own rule
+            counted = done is not None and tr.ledger_completed_ns(self.steps) is not None
+            rows.append({
+                "wf": wf,
+                "intended_s": self.seconds(tr.intended_ns),
+                "sent_s": self.seconds(tr.sent_ns),
+                "outcome": tr.outcome,
+                "first_start_s": self.seconds(tr.first_start_ns()),
+                "completed_s": self.seconds(done),
+                "e2e_ms": (done - tr.intended_ns) / 1e6 if counted and done is not None else None,
+                "measured": self.window.contains(tr.intended_ns),
+            })
+        columns = ["wf", "intended_s", "sent_s", "outcome", "first_start_s", "completed_s", "e2e_ms", "measured"]
+        frame = pd.DataFrame(rows, columns=columns)
+        for col in ("intended_s", "sent_s", "first_start_s", "completed_s", "e2e_ms"):
+            frame[col] = frame[col].astype(float)
+        return frame.sort_values("intended_s", ignore_index=True)
+
+    @cached_property
+    def sub_windows(self) -> list[dict[str, Any]]:
+        """The run's own spread: throughput and latency summaries on SUB_WINDOWS equal slices of
+        the measured window, each computed with the metric definitions of harness.metrics."""
+        win = self.window
+        step = (win.end_ns - win.start_ns) // SUB_WINDOWS
+        out = []
+        for i in range(SUB_WINDOWS):
+            sub = metrics.Window(win.load_start_ns, win.start_ns + i * step, win.start_ns + (i + 1) * step)
+            hists = metrics.latency_histograms(self.traces, self.reconcile, self.steps, sub)
+            figures = metrics.throughput(self.traces, self.reconcile, self.steps, self.events, sub)
+            figures.update({f"{name}_ms": metrics.summarize_ms(h) for name, h in hists.items()})
+            out.append(figures)
+        return out
+
+    def per_second_throughput(self) -> list[int]:
+        """Completed workflows per 1-s bucket inside the measured window (summary's completions_per_s)."""
+        load = self.manifest["scenario"]["load"]
+        buckets: list[int] = self.summary.get("completions_per_s", [])
+        first = round(load["warmup"])
+        last = first + int(load["duration"])
+        return (buckets + [0] * last)[first:last]
+
+    @cached_property
+    def resources(self) -> pd.DataFrame | None:
+        """Resource usage over time, or None when the run did not measure it (not measured yet:
+        another issue adds it). Expected file: ``engines/<engine>/resources.jsonl``, one record per
+        sample and component: ``{"ns", "component", "cpu_s" (cumulative) or "cpu_percent", "rss_bytes"}``.
+        Returns columns t_s, component, cpu_percent, rss_bytes."""
+        path = self.dir / RESOURCES_FILE
+        if not path.is_file():
+            return None
+        frame = pd.DataFrame(list(ledger.read_file(path)))
+        if frame.empty or "component" not in frame:
+            return None
+        frame["t_s"] = (frame["ns"] - self.window.load_start_ns) / 1e9
+        frame = frame.sort_values(["component", "t_s"])
+        if "cpu_percent" not in frame and "cpu_s" in frame:
+            grouped = frame.groupby("component")
+            frame["cpu_percent"] = 100 * grouped["cpu_s"].diff() / grouped["t_s"].diff()
+        for col in ("cpu_percent", "rss_bytes"):
+            if col not in frame:
+                frame[col] = float("nan")
+        return frame[["t_s", "component", "cpu_percent", "rss_bytes"]].reset_index(drop=True)
+
+
+@dataclass
+class Run:
+    """A run directory: manifest, summary and its engines."""
+
+    path: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    engines: dict[str, EngineRun]
+
+    @property
+    def run_id(self) -> str:
+        run_id: str = self.manifest.get("run_id", self.path.name)
+        return run_id
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        scenario: dict[str, Any] = self.manifest["scenario"]
+        return scenario
+
+    @property
+    def scenario_name(self) -> str:
+        return str(self.scenario["name"])
+
+    @property
+    def durability(self) -> str:
+        return str(self.scenario.get("durability", self.manifest.get("durability")))
+
+    @property
+    def created_at(self) -> str:
+        return str(self.manifest.get("created_at", ""))
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        machine: dict[str, Any] = self.manifest.get("machine", {})
+        return machine
+
+    def ok_engines(self) -> dict[str, EngineRun]:
+        return {name: e for name, e in self.engines.items() if e.ok}
+
+    def verdicts(self) -> dict[str, str]:
+        return {name: (e.summary.get("verdict", "?") if e.ok else "error") for name, e in self.engines.items()}
+
+
+def load_run(run_dir: Path | str) -> Run:
+    """Read a run directory (refuses a newer schema, or a run without its derived files)."""
+    path = Path(run_dir)
+    manifest = results.load_manifest(path)
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"{path}: no summary.json (the run did not finish?); rebuild it with: durabench analyze {path}")
+    summary = results.read_json(summary_path)
+    engines = {name: EngineRun(path, name, manifest, summary["engines"].get(name, {"status": "error"}))
+               for name in manifest["engines"]}
+    return Run(path, manifest, summary, engines)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def find_runs(root: Path | str, depth: int = 3) -> list[Path]:
+    """Run directories at or under ``root`` (down to ``depth`` levels), oldest first."""
+    root = Path(root)
+    if is_run_dir(root):
+        return [root]
+    found: list[Path] = []
+    level = [root]
+    for _ in range(depth):
+        level = sorted(p for d in level if d.is_dir() for p in d.iterdir() if p.is_dir())
+        found += [p for p in level if is_run_dir(p)]
+        level = [p for p in level if not is_run_dir(p)]
+    return sorted(found, key=_created_at)
+
+
+def _created_at(path: Path) -> str:
+    try:
+        return str(json.loads((path / "manifest.json").read_text()).get("created_at", "")) + path.name
+    except (OSError, ValueError):
+        return path.name
+
+
+def newest_run(root: Path | str = REFERENCE_DIR) -> Path:
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"{root}: no durabench run found; produce one with: durabench run scenarios/quick.yaml")
+    return runs[-1]
+
+
+def load_group(paths: Iterable[Path | str]) -> list[Run]:
+    """Runs from a list of run directories and/or directories holding runs (repetitions)."""
+    found: list[Path] = []
+    for p in paths:
+        runs = find_runs(p)
+        if not runs:
+            raise UserError(f"{p}: not a durabench run directory and holds no runs (no manifest.json)")
+        found += runs
+    return [load_run(p) for p in found]
+
+
+def scenario_key(run: Run) -> dict[str, Any]:
+    """The resolved scenario without the keys that may differ between comparable runs."""
+    return {k: v for k, v in run.scenario.items() if k not in SCENARIO_IGNORED}
+
+
+def scenario_differences(a: Run, b: Run) -> list[str]:
+    """``load.rate: 20.0 vs 50.0``-style lines for every resolved scenario field that differs."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, where: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), f"{where}.{key}" if where else str(key))
+        elif x != y:
+            out.append(f"{where}: {x!r} vs {y!r}")
+
+    walk(scenario_key(a), scenario_key(b), "")
+    return out
+
+
+def check_repetitions(runs: Sequence[Run]) -> None:
+    """Runs pooled as repetitions must share scenario and durability profile."""
+    base = runs[0]
+    for run in runs[1:]:
+        diffs = scenario_differences(base, run)
+        if diffs:
+            raise UserError(f"{run.path}: not a repetition of {base.path} (scenario differs: {'; '.join(diffs[:3])})")
+
+
+def spread(values: Sequence[float | None]) -> tuple[float, float, float] | None:
+    """min, median, max of the values that are not None (None when there are none)."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None
+    return min(present), statistics.median(present), max(present)
+
+
+# ---------------------------------------------------------------- durabench ls
+
+def ls_rows(root: Path | str) -> list[list[str]]:
+    rows = [["run", "date", "scenario", "durability", "engines", "verdict"]]
+    root = Path(root)
+    for path in find_runs(root):
+        try:
+            manifest = results.load_manifest(path)
+        except UserError as exc:
+            rows.append([str(path.relative_to(root)) if path != root else path.name, "-", "-", "-", "-", str(exc)])
+            continue
+        summary_path = path / "summary.json"
+        engines = list(manifest.get("engines") or manifest["scenario"].get("engines", []))
+        if summary_path.is_file():
+            summary = results.read_json(summary_path)["engines"]
+            verdict = ", ".join(f"{n}: {_verdict(summary.get(n, {}))}" for n in engines)
+        else:
+            verdict = "not analyzed (durabench analyze)"
+        rows.append([
+            str(path.relative_to(root)) if path != root else path.name,
+            str(manifest.get("created_at", "-")).replace("+00:00", "Z"),
+            str(manifest["scenario"]["name"]),
+            str(manifest["scenario"].get("durability", "-")),
+            ",".join(engines) or "-",
+            verdict,
+        ])
+    return rows
+
+
+def _verdict(e: dict[str, Any]) -> str:
+    if e.get("status") != "ok":
+        return "ERROR"
+    if e.get("verdict") == "correct":
+        return "correct"
+    return f"violations ({e.get('lost', 0)} lost, {e.get('replayed_completed_steps', 0)} replayed)"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from harness.report import text_table
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such results directory")
+    rows = ls_rows(root)
+    if len(rows) == 1:
+        print(f"{root}: no runs")
+        return 0
+    print(text_table(rows))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ls", help="list the runs in a results directory: scenario, engines, date, verdict")
+    p.add_argument("dir", nargs="?", default="results", help="results directory (default: results)")
+    p.set_defaults(func=cmd_ls)
