@@ -18,10 +18,10 @@ LIMITS = (
 )
 
 RECOVERY_SETTINGS = {
-    "dbos": ("polling_interval_s", "restart_delay"),
+    "dbos": ("polling_interval_s",),
     "temporal": ("activity_start_to_close_s", "workflow_task_timeout_s", "sticky_queue_schedule_to_start_timeout_s",
                  "retry_initial_interval_s"),
-    "celery": ("visibility_timeout_s", "unacked_restore_interval_s"),
+    "celery": ("visibility_timeout", "unacked_restore_interval", "unacked_restore_throttle", "task_acks_late"),
 }
 
 
@@ -69,11 +69,11 @@ def md_table(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _settings_line(engine: str, settings: dict[str, Any]) -> str:
-    family = "temporal" if engine.startswith("temporal") else engine
+def _settings_line(engine: str, settings: dict[str, Any], restart_delay_s: float) -> str:
+    family = "temporal" if engine.startswith("temporal") else engine.split("-")[0]
     keys = RECOVERY_SETTINGS.get(family, ())
     shown = {k: settings[k] for k in keys if k in settings} or settings
-    return ", ".join(f"{k}={v}" for k, v in shown.items())
+    return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"restart_delay_s={restart_delay_s:g}"])
 
 
 def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -119,7 +119,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"| {name} | {f['kind']} | {f['target']} | {_fmt(f['start_s'])} | {f['affected']} | "
                 f"{_fmt(f['first_progress_s'], 2)} | {_fmt(rd['p50'], 2)} / {_fmt(rd['p99'], 2)} / "
                 f"{_fmt(rd['max'], 2)} | {_fmt(f['all_done_s'], 2)} | {_fmt(f['throughput_recovered_s'])} | "
-                f"{_settings_line(name, settings)} |")
+                f"{_settings_line(name, settings, sc['workers']['restart_delay'])} |")
         lines.append("")
     lines += ["## Latency detail (ms)", "",
               "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",

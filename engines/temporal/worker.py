@@ -1,0 +1,129 @@
+"""One Temporal worker process: ``python -m engines.temporal.worker`` (config in $DURABENCH_WORKER_CONFIG).
+
+Polls the run's task queue with identity ``config.worker_id``, runs the durabench workflow and
+its step activity (regular or local, per ``settings["local_activities"]``), writes ``ready``
+once the server has seen this process's polls, and runs until SIGTERM (graceful) or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from engines.temporal import connect, retry_until, task_queue
+from engines.temporal.workflow import STEP_ACTIVITY, DurabenchWorkflow
+from harness.contract import WorkerConfig
+from harness.workload import StepRunner
+
+log = logging.getLogger("durabench.temporal.worker")
+
+
+def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Worker:
+    s = config.settings
+
+    @activity.defn(name=STEP_ACTIVITY)
+    async def step(index: int, payload: str) -> str:
+        # ``payload`` is the previous step's output, carried through the workflow's history.
+        info = activity.info()
+        if info.workflow_id is None:
+            raise RuntimeError("durabench_step runs only inside the durabench workflow")
+        return await runner.arun(info.workflow_id, index, info.attempt)
+
+    kwargs: dict[str, Any] = {}
+    if s["workflow_sandbox"]:
+        # The harness is passed through: the sandbox re-imports engines.temporal (the workflow
+        # module's parent package), which imports harness.contract; nothing in it runs in workflows.
+        restrictions = SandboxRestrictions.default.with_passthrough_modules("harness")
+        kwargs["workflow_runner"] = SandboxedWorkflowRunner(restrictions=restrictions)
+    else:
+        from temporalio.worker import UnsandboxedWorkflowRunner
+
+        kwargs["workflow_runner"] = UnsandboxedWorkflowRunner()
+    return Worker(
+        client,
+        task_queue=task_queue(s, config.run_id),
+        workflows=[DurabenchWorkflow],
+        activities=[step],
+        identity=config.worker_id,
+        max_cached_workflows=int(s["max_cached_workflows"]),
+        max_concurrent_workflow_tasks=int(s["max_concurrent_workflow_tasks"]),
+        max_concurrent_activities=int(s["max_concurrent_activities"]),
+        max_concurrent_local_activities=int(s["max_concurrent_local_activities"]),
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=int(s["workflow_task_pollers"])),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=int(s["activity_task_pollers"])),
+        nonsticky_to_sticky_poll_ratio=float(s["nonsticky_to_sticky_poll_ratio"]),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=float(s["sticky_queue_schedule_to_start_timeout_s"])),
+        disable_eager_activity_execution=not s["eager_activity_execution"],
+        no_remote_activities=bool(s["no_remote_activities"]),
+        **kwargs,
+    )
+
+
+async def wait_polling(client: Client, config: WorkerConfig, since_s: float) -> None:
+    """Return once the server has recorded a poll from this process (identity, after ``since_s``).
+
+    The SDK has no "polling started" event; the task queue's poller list is the server's own
+    record. A poll of an earlier incarnation (same identity, killed) is older than ``since_s``.
+    On a multi-partition cluster the root partition may not list every poller: after
+    ``ready_timeout_s`` without seeing one, warn and go on (the SDK is polling by then).
+    """
+    s = config.settings
+    types = [TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW]
+    if not s["no_remote_activities"]:
+        types.append(TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    name = task_queue(s, config.run_id)
+
+    async def probe() -> None:
+        for tq_type in types:
+            resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=s["namespace"], task_queue=TaskQueue(name=name), task_queue_type=tq_type))
+            if not any(p.identity == config.worker_id and p.last_access_time.ToNanoseconds() >= since_s * 1e9
+                       for p in resp.pollers):
+                raise LookupError(f"no poll from {config.worker_id} on {name} ({TaskQueueType.Name(tq_type)}) yet")
+
+    try:
+        await retry_until("worker polling", float(s["ready_timeout_s"]), probe)
+    except TimeoutError as exc:
+        log.warning("%s; declaring ready anyway", exc)
+
+
+async def main() -> None:
+    started_s = time.time()
+    config = WorkerConfig.load()
+    runner = StepRunner(config)
+    client = await retry_until(
+        "connection", float(config.settings["ready_timeout_s"]),
+        lambda: connect(config.endpoints["temporal"], config.settings, config.worker_id))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_worker(client, config, runner):
+        await wait_polling(client, config, started_s)
+        runner.ready()
+        log.info("%s polling %s", config.worker_id, task_queue(config.settings, config.run_id))
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(main())
+    # The worker has shut down gracefully and every ledger record is already written (os.write).
+    # Skip interpreter finalization: the SDK core's Tokio threads can abort it with "Fatal Python
+    # error: PyGILState_Release" (temporalio/sdk-python#300), which would turn a clean SIGTERM
+    # stop into SIGABRT.
+    logging.shutdown()
+    os._exit(0)

@@ -1,0 +1,54 @@
+"""Every fault kind against real servers, through the CLI; the checker's attribution of losses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.real]
+
+
+def run(scenario: str, out: Path, *flags: str) -> tuple[Path, dict]:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", scenario, "--out", str(out), "--quiet", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_every_fault_kind_on_dbos(tmp_path: Path) -> None:
+    run_dir, summary = run("tests/e2e/all-faults.yaml", tmp_path)
+    e = summary["engines"]["dbos"]
+    kinds = [f["kind"] for f in e["recovery"]]
+    assert kinds == ["kill-worker", "pause-worker", "latency", "partition", "reset-connections", "restart-store"]
+    for fault in e["recovery"]:
+        assert fault["end_s"] is not None and fault["end_s"] >= fault["start_s"], fault
+    pause = e["recovery"][1]
+    assert 1.4 <= pause["end_s"] - pause["start_s"] < 3.0
+    assert e["lost"] == 0 and e["replayed_completed_steps"] == 0, e
+    assert e["completed"] == e["submitted"] > 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    proxied = manifest["engines"]["dbos"]["services"]["postgres"]["proxied_url"]
+    assert proxied != manifest["engines"]["dbos"]["services"]["postgres"]["url"]
+
+
+@pytest.mark.parametrize("profile", ["strict", "volatile"])
+def test_store_crash_with_a_backlog(profile: str, tmp_path: Path) -> None:
+    run_dir, summary = run("tests/e2e/backlog-store-crash.yaml", tmp_path, "--durability", profile)
+    e = summary["engines"]["celery"]
+    assert summary["durability"] == profile
+    crash = e["recovery"][1]
+    assert crash["kind"] == "restart-store"
+    checker = json.loads((run_dir / "engines/celery/checker.json").read_text())
+    if profile == "strict":  # AOF with appendfsync always: the backlog survives the crash
+        assert e["lost"] == 0, e
+    else:  # no persistence: the queued backlog dies with the server, and the checker names it
+        assert e["lost"] > 0, e
+        assert set(checker["ids"]["lost"]) <= set(checker["faults"]["f1"]["affected"])
+        assert crash["affected_unfinished"] == e["lost"]
