@@ -70,7 +70,7 @@ def md_table(rows: list[list[str]]) -> str:
 
 
 def _settings_line(engine: str, settings: dict[str, Any], restart_delay_s: float) -> str:
-    family = "temporal" if engine.startswith("temporal") else engine.split("-")[0]
+    family = "temporal" if engine.startswith("temporal") else engine.split("-", 1)[0]
     keys = RECOVERY_SETTINGS.get(family, ())
     shown = {k: settings[k] for k in keys if k in settings} or settings
     return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"restart_delay_s={restart_delay_s:g}"])
@@ -156,6 +156,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
 
 
 def write(run_dir: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> Path:
-    path = run_dir / "report.md"
-    path.write_text(render(manifest, summary))
-    return path
+    """report.md, report.html and charts/ of a run (harness/htmlreport.py puts render() beside the charts)."""
+    from harness import htmlreport  # imports matplotlib: only when a report is written
+
+    return htmlreport.write_run(run_dir, manifest, summary)
