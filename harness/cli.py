@@ -5,6 +5,9 @@
     durabench engines
     durabench check SCENARIO...
     durabench analyze RUN_DIR
+    durabench report RUN_DIR... [--out DIR]
+    durabench compare RUN_DIR RUN_DIR... [--force]
+    durabench ls [DIR]
 
 A user error prints one line (what is wrong and how to fix it) and exits with code 2.
 """
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import registry, report, results, scenario
+from harness import compare, htmlreport, registry, report, results, runs, scenario
 from harness.errors import UserError
 
 DEFAULT_OUT = Path("results")
@@ -40,7 +43,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import runner
 
     sc = scenario.load(args.scenario, _overrides(args))
-    registry.check_names(sc.engines)
     run_dir = runner.run(sc, Path(args.out), progress=not args.quiet)
     summary = results.read_json(run_dir / "summary.json")
     print(report.text_table(report.headline_rows(summary)))
@@ -65,9 +67,14 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from harness import runner
+
     for path in args.scenarios:
         sc = scenario.load(path)
-        registry.check_names(sc.engines)
+        try:
+            runner.validate(sc)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
         print(f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)")
     return 0
 
@@ -103,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="rebuild summary and report of a run from its files")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_analyze)
+    htmlreport.register(sub)
+    compare.register(sub)
+    runs.register(sub)
     return parser
 
 

@@ -29,19 +29,17 @@ from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario
 from harness.supervisor import Supervisor
 
 LOOKUP_BATCH = 500
+SETTLE_TIMEOUT_S = 30.0
+SETTLE_POLL_S = 0.2
 
 
 def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
     """Run a scenario on every engine it names; returns the run directory."""
-    registry.check_names(scenario.engines)
-    engines = {name: registry.load(name) for name in scenario.engines}
+    engines = validate(scenario)
     for name, engine in engines.items():
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
-        for fault in scenario.faults:
-            if fault.kind in STORE_FAULTS + LINK_FAULTS:
-                resolve_service(fault.resolved_target, engine.services, name)
     procs.reap_leftovers()
     run_dir = results.new_run_dir(out, scenario.name)
     run_id = uuid.uuid4().hex[:8]  # short: it goes into queue names, database names and socket paths
@@ -67,6 +65,17 @@ def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
     summary = results.analyze(run_dir)
     report.write(run_dir, manifest, summary)
     return run_dir
+
+
+def validate(scenario: Scenario) -> dict[str, Engine]:
+    """Checks that need the engines: names, and the services fault targets refer to."""
+    registry.check_names(scenario.engines)
+    engines = {name: registry.load(name) for name in scenario.engines}
+    for name, engine in engines.items():
+        for fault in scenario.faults:
+            if fault.kind in STORE_FAULTS + LINK_FAULTS:
+                resolve_service(fault.resolved_target, engine.services, name)
+    return engines
 
 
 def _version() -> str:
@@ -158,7 +167,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
             ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]
-            records = await _lookup(client, ids)
+            records = await _lookup(client, ids, set(view.completed))
             results.save_reconcile(ctx.work_dir / "reconcile.json", records)
         finally:
             await client.close()
@@ -178,8 +187,19 @@ async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None
         await asyncio.sleep(0.02)
 
 
-async def _lookup(client: Any, ids: list[str]) -> dict[str, EngineRecord]:
+async def _lookup(client: Any, ids: list[str], ledger_done: set[str]) -> dict[str, EngineRecord]:
+    """Ask the engine about every id. A workflow whose last step ended may not be recorded complete
+    by the engine yet (the engine's own bookkeeping follows the step): ask again for those, for up to
+    SETTLE_TIMEOUT_S, so completion times come from the engine rather than the ledger."""
     out: dict[str, EngineRecord] = {}
     for i in range(0, len(ids), LOOKUP_BATCH):
         out.update(await client.lookup(ids[i : i + LOOKUP_BATCH]))
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        waiting = [wf for wf in ids if wf in ledger_done and out[wf].status == "pending"]
+        if not waiting:
+            break
+        await asyncio.sleep(SETTLE_POLL_S)
+        for i in range(0, len(waiting), LOOKUP_BATCH):
+            out.update(await client.lookup(waiting[i : i + LOOKUP_BATCH]))
     return out

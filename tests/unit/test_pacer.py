@@ -63,3 +63,48 @@ def test_open_loop_records_intended_times_and_outcomes(tmp_path: Path) -> None:
     outcomes = [acks[e["wf"]]["outcome"] for e in invokes]
     assert outcomes.count("fail") == 1 and outcomes.count("unknown") == 1 and outcomes.count("ok") == 48
     assert (drv.counters.ok, drv.counters.failed, drv.counters.unknown) == (48, 1, 1)
+
+
+class _CompletingClient:
+    """Completes each workflow by writing its step_end into the ledger a little later."""
+
+    def __init__(self, ledger_dir: Path) -> None:
+        self.worker = ledger.Ledger(ledger_dir, "worker:0")
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def submit(self, workflow_id: str) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        async def finish() -> None:
+            await asyncio.sleep(0.02)
+            self.worker.write("step_start", wf=workflow_id, step=0)
+            self.worker.write("step_end", wf=workflow_id, step=0)
+            self.in_flight -= 1
+
+        asyncio.get_running_loop().create_task(finish())
+
+    async def lookup(self, workflow_ids: list[str]) -> dict:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+def test_closed_loop_keeps_concurrency_in_flight(tmp_path: Path) -> None:
+    load = LoadSpec(mode="closed", concurrency=3, warmup=0, duration=0.5)
+    view = LiveView(1, ledger.Follower(tmp_path))
+    client = _CompletingClient(tmp_path)
+    drv = Driver("fake", client, load, 1, ledger.Ledger(tmp_path, "driver"), view, "r1")
+
+    async def main() -> None:
+        follow = asyncio.create_task(view.follow())
+        await drv.run()
+        follow.cancel()
+
+    asyncio.run(main())
+    assert client.max_in_flight == 3  # never more than the concurrency
+    assert drv.counters.ok >= 6  # and each lane submits again once its workflow completed
+    start = next(e for e in ledger.read_dir(tmp_path) if e["ev"] == "load_start")
+    assert start["mode"] == "closed"
