@@ -13,11 +13,15 @@ summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates
 - **step_overhead**: (e2e - the summed duration of each step's final execution) / steps: the
   orchestration cost per step, including queueing.
 - **pacer_lateness**: actual send time minus intended time (the driver's own delay).
+- **driver_fell_behind**: the achieved submission rate is below 95% of the offered rate;
+  **engine_fell_behind**: fewer than 90% as many workflows completed in the measured window as were
+  submitted in it (the engine did not keep up; its latency then grows with the run's length).
 - **recovery**, per fault: affected workflows are those not complete at the fault whose latest
   step record before it came from a targeted worker (worker faults), or every workflow submitted
-  and not complete at the fault (store and link faults). ``first_progress_s``: fault start to the
-  first step start of an affected workflow after it; ``resume_delay_s``: that delay per workflow
-  (p50/p99/max); ``all_done_s``: fault start to the last affected workflow's completion;
+  before the fault healed and not complete when it began (store and link faults).
+  ``first_progress_s``: fault start to the first step start of an affected workflow after it;
+  ``resume_delay_s``: that delay per workflow (p50/p99/max); ``all_done_s``: fault start to the
+  last affected workflow's completion;
   ``throughput_recovered_s``: fault start to the first 1-s bucket at or above 90% of the median
   pre-fault throughput after the dip (0 if it never dipped); ``affected_unfinished``: affected
   workflows that never completed (lost to this fault); ``extra_step_executions`` and
@@ -143,6 +147,7 @@ def throughput(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], s
         "load_mode": start["mode"],
         "measured_window_s": round(win.seconds, 3),
         "driver_fell_behind": bool(offered and achieved < 0.95 * offered),
+        "engine_fell_behind": completed_in < 0.9 * invoked,
     }
 
 
@@ -167,6 +172,7 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
     (the next fault's start, or the end of the history)."""
     start = fault["ns"]
     targets = set(fault.get("workers") or [])
+    cutoff = fault_end["ns"] if fault_end is not None else start
     affected: list[WorkflowTrace] = []
     for wf, tr in trs.items():
         done = _completion_ns(tr, engine.get(wf), steps)
@@ -176,8 +182,8 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
             before = [(e.start_ns, e.src) for execs in tr.steps.values() for e in execs if e.start_ns <= start]
             if before and max(before)[1] in targets:
                 affected.append(tr)
-        elif tr.sent_ns is not None and tr.sent_ns <= start and tr.outcome in ("ok", "unknown"):
-            affected.append(tr)  # a store or link fault hits every workflow in flight
+        elif tr.sent_ns is not None and tr.sent_ns <= cutoff and tr.outcome in ("ok", "unknown"):
+            affected.append(tr)  # a store or link fault hits every workflow in flight until it heals
     delays, finishes = [], []
     for tr in affected:
         after = [e.start_ns for execs in tr.steps.values() for e in execs if e.start_ns > start]

@@ -138,6 +138,9 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             lines.append(f"- **{name}**: did not run: {e.get('error')}")
             continue
         behind = " **The driver fell behind its offered rate.**" if e["driver_fell_behind"] else ""
+        if e.get("engine_fell_behind"):
+            behind += (" **The engine did not keep up with the offered load** (completions in the window below 90% "
+                       "of submissions): its latency grows with the run's length and reflects a backlog.")
         lines.append(
             f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e['unknown']} unknown, {e['unexpected']} unexpected, "
             f"{e['missing_steps']} missing steps, {e['duplicated_steps']} duplicated steps, "
