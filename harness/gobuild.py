@@ -44,7 +44,8 @@ def cache_dir() -> Path:
 def go_unavailable_reason() -> str | None:
     """None when a ``go`` toolchain is on PATH, else one line saying what is missing."""
     if shutil.which("go") is None:
-        return "the Go toolchain is not on PATH (install Go >= 1.26 from https://go.dev/dl, then `make install`)"
+        return ("the Go toolchain (go >= 1.26) is not on PATH: install it from https://go.dev/dl;"
+                " durabench builds the Go workers")
     return None
 
 

@@ -49,7 +49,7 @@ def test_check_and_engines() -> None:
     assert "quick.yaml: ok" in proc.stdout
     proc = durabench("engines")
     assert proc.returncode == 0
-    for name in ("dbos", "temporal", "temporal-local", "celery", "memory"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory"):
         assert name in proc.stdout
 
 
@@ -89,7 +89,7 @@ def test_newer_results_format_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
-    """A kill of worker:0 mid-load: DBOS and Temporal lose nothing and re-run no completed step.
+    """A kill of worker:0 mid-load: DBOS and Temporal (Python and Go) lose nothing and re-run no completed step.
 
     temporal-local loses nothing either, but local activities are recorded only when the workflow
     task completes, so a crash re-runs steps that had finished: the checker must count that, not pass it.
@@ -101,7 +101,7 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     assert "[dbos] load" in proc.stderr  # progress was shown
     run_dir, summary = _summary(tmp_path)
     assert (run_dir / "report.md").is_file()
-    for name in ("dbos", "temporal", "temporal-local", "celery"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery"):
         e = summary["engines"][name]
         assert e["status"] == "ok", e
         assert e["submitted"] >= 100
@@ -111,11 +111,11 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
         assert len(e["recovery"]) == 1
         assert e["e2e_latency_ms"]["count"] > 0
         assert name in (run_dir / "report.md").read_text()
-    for name in ("dbos", "temporal", "temporal-local"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
         assert e["completed"] == e["submitted"]
-    for name in ("dbos", "temporal"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-go"):
         e = summary["engines"][name]
         assert e["replayed_completed_steps"] == 0, (name, e)
         assert e["verdict"] == "correct"

@@ -46,7 +46,8 @@ def test_every_run_ends_with_a_report_and_charts(results_dir: Path) -> None:
         html = (run_dir / "report.html").read_text()
         assert "data:image/png;base64," in html and "memory" in html
         assert (run_dir / "charts" / "throughput.png").is_file()
-        assert not (run_dir / "charts" / "resources.png").exists()
+        measured = (run_dir / "engines" / "memory" / "resources.jsonl").is_file()
+        assert (run_dir / "charts" / "resources.png").exists() == measured
 
 
 def test_report_rebuilds_a_run_and_pools_repetitions(results_dir: Path, tmp_path: Path) -> None:

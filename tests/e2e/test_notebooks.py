@@ -25,7 +25,7 @@ KERNEL = "durabench-test"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if runs.find_runs(runs.REFERENCE_DIR) if runs.REFERENCE_DIR.is_dir() else []:
+    if runs.REFERENCE_DIR.is_dir() and runs.find_runs(runs.REFERENCE_DIR):
         return runs.newest_run(runs.REFERENCE_DIR)
     out = tmp_path_factory.mktemp("results")
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "scenarios/smoke.yaml", "--out", str(out),

@@ -1,0 +1,208 @@
+// The durabench worker boundary in Go: the same as harness/contract.py, harness/ledger.py and
+// harness/workload.py (docs/engines.md, "The worker boundary"). This file is identical in every
+// Go adapter of durabench (engines/*_go/durabench.go); keep the copies in step.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ConfigEnv names the environment variable holding the path of the worker's JSON config.
+const ConfigEnv = "DURABENCH_WORKER_CONFIG"
+
+// Workload is harness.contract.Workload.
+type Workload struct {
+	Steps         int     `json:"steps"`
+	StepDurationS float64 `json:"step_duration_s"`
+	PayloadBytes  int     `json:"payload_bytes"`
+}
+
+// WorkerConfig is harness.contract.WorkerConfig.
+type WorkerConfig struct {
+	Engine      string            `json:"engine"`
+	RunID       string            `json:"run_id"`
+	WorkerID    string            `json:"worker_id"`
+	WorkerIndex int               `json:"worker_index"`
+	Endpoints   map[string]string `json:"endpoints"`
+	Workload    Workload          `json:"workload"`
+	Settings    Settings          `json:"settings"`
+	LedgerDir   string            `json:"ledger_dir"`
+}
+
+// LoadConfig reads the config named by $DURABENCH_WORKER_CONFIG.
+func LoadConfig() (*WorkerConfig, error) {
+	path := os.Getenv(ConfigEnv)
+	if path == "" {
+		return nil, fmt.Errorf("%s is not set", ConfigEnv)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cfg WorkerConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+// Settings are the adapter's merged settings; a missing or mistyped key is a fatal error
+// (every knob is a recorded setting, never a hidden default).
+type Settings map[string]any
+
+func (s Settings) get(key string) any {
+	v, ok := s[key]
+	if !ok {
+		fail(fmt.Errorf("setting %q is missing from the worker config", key))
+	}
+	return v
+}
+
+// Float returns a numeric setting.
+func (s Settings) Float(key string) float64 {
+	v, ok := s.get(key).(float64)
+	if !ok {
+		fail(fmt.Errorf("setting %q is not a number: %v", key, s[key]))
+	}
+	return v
+}
+
+// Int returns an integral setting.
+func (s Settings) Int(key string) int {
+	v := s.Float(key)
+	if v != float64(int(v)) {
+		fail(fmt.Errorf("setting %q is not an integer: %v", key, v))
+	}
+	return int(v)
+}
+
+// Duration returns a setting given in seconds.
+func (s Settings) Duration(key string) time.Duration {
+	return time.Duration(s.Float(key) * float64(time.Second))
+}
+
+// String returns a string setting.
+func (s Settings) String(key string) string {
+	v, ok := s.get(key).(string)
+	if !ok {
+		fail(fmt.Errorf("setting %q is not a string: %v", key, s[key]))
+	}
+	return v
+}
+
+// Bool returns a boolean setting.
+func (s Settings) Bool(key string) bool {
+	v, ok := s.get(key).(bool)
+	if !ok {
+		fail(fmt.Errorf("setting %q is not a boolean: %v", key, s[key]))
+	}
+	return v
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "durabench worker: %v\n", err)
+	os.Exit(2)
+}
+
+// Ledger appends records to <ledger_dir>/<src with ':' -> '-'>.<pid>.jsonl, opened with
+// O_APPEND; every record is one JSON line written with one write(2) and no buffering, so a
+// SIGKILL never loses a record already written.
+type Ledger struct {
+	f   *os.File
+	src string
+	pid int
+}
+
+// OpenLedger opens this process's ledger file.
+func OpenLedger(dir, src string) (*Ledger, error) {
+	pid := os.Getpid()
+	name := strings.ReplaceAll(src, ":", "-") + "." + strconv.Itoa(pid) + ".jsonl"
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &Ledger{f: f, src: src, pid: pid}, nil
+}
+
+type readyRecord struct {
+	Ev  string `json:"ev"`
+	Ns  int64  `json:"ns"`
+	Src string `json:"src"`
+	Pid int    `json:"pid"`
+}
+
+type stepRecord struct {
+	Ev      string `json:"ev"`
+	Ns      int64  `json:"ns"`
+	Src     string `json:"src"`
+	Pid     int    `json:"pid"`
+	Wf      string `json:"wf"`
+	Step    int    `json:"step"`
+	Attempt *int   `json:"attempt"`
+}
+
+func (l *Ledger) write(record any) {
+	line, err := json.Marshal(record)
+	if err != nil {
+		fail(err)
+	}
+	// *os.File.Write on a regular file is one write(2) for a line this size; O_APPEND places it
+	// atomically at the end even with several goroutines writing.
+	if _, err := l.f.Write(append(line, '\n')); err != nil {
+		fail(fmt.Errorf("ledger write: %w", err))
+	}
+}
+
+// Ready records that this worker takes work.
+func (l *Ledger) Ready() {
+	l.write(readyRecord{Ev: "ready", Ns: time.Now().UnixNano(), Src: l.src, Pid: l.pid})
+}
+
+// Step records a step_start or step_end.
+func (l *Ledger) Step(ev, wf string, step int, attempt *int) {
+	l.write(stepRecord{Ev: ev, Ns: time.Now().UnixNano(), Src: l.src, Pid: l.pid, Wf: wf, Step: step, Attempt: attempt})
+}
+
+// StepRunner is harness.workload.StepRunner: the step body every engine runs.
+type StepRunner struct {
+	Ledger   *Ledger
+	Workload Workload
+	payload  string
+}
+
+// NewStepRunner opens the ledger of this worker.
+func NewStepRunner(cfg *WorkerConfig) (*StepRunner, error) {
+	ledger, err := OpenLedger(cfg.LedgerDir, cfg.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	return &StepRunner{Ledger: ledger, Workload: cfg.Workload, payload: strings.Repeat("x", cfg.Workload.PayloadBytes)}, nil
+}
+
+// Ready signals that this worker takes work.
+func (r *StepRunner) Ready() { r.Ledger.Ready() }
+
+// Run executes one step: step_start, sleep step_duration_s, step_end; returns the payload for
+// the next step. A cancelled ctx ends the sleep without a step_end (the step did not finish).
+func (r *StepRunner) Run(ctx context.Context, wf string, step int, attempt *int) (string, error) {
+	r.Ledger.Step("step_start", wf, step, attempt)
+	if r.Workload.StepDurationS > 0 {
+		timer := time.NewTimer(time.Duration(r.Workload.StepDurationS * float64(time.Second)))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return "", ctx.Err()
+		}
+	}
+	r.Ledger.Step("step_end", wf, step, attempt)
+	return r.payload, nil
+}

@@ -1,0 +1,209 @@
+// durabench adapter for Temporal's Go SDK (go.temporal.io/sdk): one worker process.
+//
+// Config from $DURABENCH_WORKER_CONFIG; polls the run's task queue with identity worker_id,
+// runs DurabenchWorkflow and its step activity (regular or local, per the workflow input),
+// writes `ready` once the server has seen this process's polls, runs until SIGTERM or SIGKILL.
+// Workflows are started by the harness's Python client (Temporal payloads are JSON in both
+// SDKs); see README.md beside this file.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+const (
+	workflowName = "DurabenchWorkflow" // the name the Python client starts
+	stepActivity = "durabench_step"
+	retryPause   = 100 * time.Millisecond // between readiness probes
+)
+
+// Plan is the workflow input, the JSON the client sends: how many steps and how to call them
+// (the run's settings), the same fields as engines/temporal/workflow.py's Plan.
+type Plan struct {
+	Steps                   int     `json:"steps"`
+	Local                   bool    `json:"local"`
+	StartToCloseS           float64 `json:"start_to_close_s"`
+	RetryInitialIntervalS   float64 `json:"retry_initial_interval_s"`
+	RetryBackoffCoefficient float64 `json:"retry_backoff_coefficient"`
+	RetryMaximumIntervalS   float64 `json:"retry_maximum_interval_s"`
+	RetryMaximumAttempts    int32   `json:"retry_maximum_attempts"`
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// DurabenchWorkflow runs plan.Steps steps in order, each getting the previous step's payload
+// (step 0 gets "") and returning the next; it returns the last payload.
+func DurabenchWorkflow(ctx workflow.Context, plan Plan) (string, error) {
+	retry := &temporal.RetryPolicy{
+		InitialInterval:    seconds(plan.RetryInitialIntervalS),
+		BackoffCoefficient: plan.RetryBackoffCoefficient,
+		MaximumInterval:    seconds(plan.RetryMaximumIntervalS),
+		MaximumAttempts:    plan.RetryMaximumAttempts,
+	}
+	timeout := seconds(plan.StartToCloseS)
+	if plan.Local {
+		ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: timeout, RetryPolicy: retry,
+		})
+	} else {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: timeout, RetryPolicy: retry,
+		})
+	}
+	payload := ""
+	for step := range plan.Steps {
+		var future workflow.Future
+		if plan.Local {
+			future = workflow.ExecuteLocalActivity(ctx, stepActivity, step, payload)
+		} else {
+			future = workflow.ExecuteActivity(ctx, stepActivity, step, payload)
+		}
+		if err := future.Get(ctx, &payload); err != nil {
+			return "", err
+		}
+	}
+	return payload, nil
+}
+
+// steps holds the step body (the ledger) for the activity.
+type steps struct{ runner *StepRunner }
+
+// Step is the activity: the shared step body, attempt = Temporal's attempt counter. payload is
+// the previous step's output, carried through the workflow's history as the activity's input.
+func (a *steps) Step(ctx context.Context, index int, payload string) (string, error) {
+	info := activity.GetInfo(ctx)
+	attempt := int(info.Attempt)
+	return a.runner.Run(ctx, info.WorkflowExecution.ID, index, &attempt)
+}
+
+func main() {
+	started := time.Now()
+	cfg, err := LoadConfig()
+	if err != nil {
+		fail(err)
+	}
+	if err := serve(cfg, started); err != nil {
+		fail(err)
+	}
+}
+
+func taskQueue(cfg *WorkerConfig) string {
+	return cfg.Settings.String("task_queue_prefix") + "-" + cfg.RunID
+}
+
+func serve(cfg *WorkerConfig, started time.Time) error {
+	s := cfg.Settings
+	runner, err := NewStepRunner(cfg)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	readyTimeout := s.Duration("ready_timeout_s")
+	var c client.Client
+	err = retryUntil("connection", readyTimeout, func() error {
+		var dialErr error
+		c, dialErr = client.Dial(client.Options{
+			HostPort:  cfg.Endpoints["temporal"],
+			Namespace: s.String("namespace"),
+			Identity:  cfg.WorkerID,
+			Logger:    tlog.NewStructuredLogger(logger),
+		})
+		return dialErr
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	// Process-wide in the Go SDK (Python: per Worker); one worker per process here.
+	worker.SetStickyWorkflowCacheSize(s.Int("max_cached_workflows"))
+	w := worker.New(c, taskQueue(cfg), worker.Options{
+		Identity:                                cfg.WorkerID,
+		MaxConcurrentWorkflowTaskExecutionSize:  s.Int("max_concurrent_workflow_tasks"),
+		MaxConcurrentActivityExecutionSize:      s.Int("max_concurrent_activities"),
+		MaxConcurrentLocalActivityExecutionSize: s.Int("max_concurrent_local_activities"),
+		MaxConcurrentWorkflowTaskPollers:        s.Int("workflow_task_pollers"),
+		MaxConcurrentActivityTaskPollers:        s.Int("activity_task_pollers"),
+		StickyScheduleToStartTimeout:            s.Duration("sticky_queue_schedule_to_start_timeout_s"),
+		DisableEagerActivities:                  !s.Bool("eager_activity_execution"),
+		LocalActivityWorkerOnly:                 s.Bool("no_remote_activities"),
+		DisableRegistrationAliasing:             true,
+	})
+	w.RegisterWorkflowWithOptions(DurabenchWorkflow, workflow.RegisterOptions{Name: workflowName})
+	w.RegisterActivityWithOptions((&steps{runner: runner}).Step, activity.RegisterOptions{Name: stepActivity})
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("worker start: %w", err)
+	}
+	defer w.Stop()
+
+	types := []enumspb.TaskQueueType{enumspb.TASK_QUEUE_TYPE_WORKFLOW}
+	if !s.Bool("no_remote_activities") {
+		types = append(types, enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+	}
+	if err := waitPolling(c, cfg, types, started, readyTimeout); err != nil {
+		logger.Warn("declaring ready anyway", "reason", err)
+	}
+	runner.Ready()
+	logger.Info("durabench worker polling", "worker", cfg.WorkerID, "task_queue", taskQueue(cfg))
+
+	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	<-stop.Done()
+	return nil // deferred w.Stop(): graceful stop (WorkerStopTimeout 0 cancels running steps)
+}
+
+// waitPolling returns once the server's task queue lists a poll from this identity newer than
+// this process's start (the SDK has no "polling started" event; a poll of the killed
+// incarnation of the same identity is older). The same probe as the Python worker.
+func waitPolling(c client.Client, cfg *WorkerConfig, types []enumspb.TaskQueueType, since time.Time, timeout time.Duration) error {
+	name := taskQueue(cfg)
+	return retryUntil("worker polling", timeout, func() error {
+		for _, tqType := range types {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, err := c.DescribeTaskQueue(ctx, name, tqType)
+			cancel()
+			if err != nil {
+				return err
+			}
+			seen := false
+			for _, p := range resp.GetPollers() {
+				if p.GetIdentity() == cfg.WorkerID && !p.GetLastAccessTime().AsTime().Before(since) {
+					seen = true
+					break
+				}
+			}
+			if !seen {
+				return fmt.Errorf("no poll from %s on %s (%s) yet", cfg.WorkerID, name, tqType)
+			}
+		}
+		return nil
+	})
+}
+
+func retryUntil(what string, timeout time.Duration, probe func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := probe()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("temporal: %s not ready after %s: %w", what, timeout, err)
+		}
+		time.Sleep(retryPause)
+	}
+}
