@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-from hdrh.histogram import HdrHistogram
+from typing import TYPE_CHECKING, Any
 
 from harness import checker, ledger, metrics, results
 from harness.contract import EngineRecord
 from harness.errors import UserError
+
+if TYPE_CHECKING:  # pandas and hdrh load only when figures are read, so `durabench ls` starts fast
+    import pandas as pd
+    from hdrh.histogram import HdrHistogram
 
 REFERENCE_DIR = results.ROOT / "results" / "reference"
 SUB_WINDOWS = 5  # a single run's own spread: each figure computed on this many equal slices of the measured window
@@ -111,6 +113,8 @@ class EngineRun:
         it has one, else the ledger's last step end); ``e2e_ms`` is set where the e2e histogram
         records one; ``measured`` marks intended starts inside the measured window.
         """
+        import pandas as pd
+
         rows = []
         for wf, tr in self.traces.items():
             if tr.intended_ns is None:
@@ -144,7 +148,7 @@ class EngineRun:
             sub = metrics.Window(win.load_start_ns, win.start_ns + i * step, win.start_ns + (i + 1) * step)
             hists = metrics.latency_histograms(self.traces, self.reconcile, self.steps, sub)
             figures = metrics.throughput(self.traces, self.reconcile, self.steps, self.events, sub)
-            figures.update({f"{name}_ms": metrics.summarize_ms(h) for name, h in hists.items()})
+            figures.update({f"{name}_ms": _percentiles_ms(h) for name, h in hists.items()})
             out.append(figures)
         return out
 
@@ -158,10 +162,13 @@ class EngineRun:
 
     @cached_property
     def resources(self) -> pd.DataFrame | None:
-        """Resource usage over time, or None when the run did not measure it (not measured yet:
-        another issue adds it). Expected file: ``engines/<engine>/resources.jsonl``, one record per
-        sample and component: ``{"ns", "component", "cpu_s" (cumulative) or "cpu_percent", "rss_bytes"}``.
-        Returns columns t_s, component, cpu_percent, rss_bytes."""
+        """Resource usage over time, or None when the run did not measure it (runs made before
+        resource sampling existed). File: ``engines/<engine>/resources.jsonl``
+        (harness/resources.py), one record per sample and component:
+        ``{"ns", "component", "cpu_s" (cumulative) or "cpu_percent", "rss_bytes", "pss_bytes"}``.
+        Returns columns t_s, component, cpu_percent, rss_bytes, pss_bytes (NaN where not sampled)."""
+        import pandas as pd
+
         path = self.dir / RESOURCES_FILE
         if not path.is_file():
             return None
@@ -173,10 +180,20 @@ class EngineRun:
         if "cpu_percent" not in frame and "cpu_s" in frame:
             grouped = frame.groupby("component")
             frame["cpu_percent"] = 100 * grouped["cpu_s"].diff() / grouped["t_s"].diff()
-        for col in ("cpu_percent", "rss_bytes"):
+        for col in ("cpu_percent", "rss_bytes", "pss_bytes"):
             if col not in frame:
                 frame[col] = float("nan")
-        return frame[["t_s", "component", "cpu_percent", "rss_bytes"]].reset_index(drop=True)
+        return frame[["t_s", "component", "cpu_percent", "rss_bytes", "pss_bytes"]].reset_index(drop=True)
+
+
+def _percentiles_ms(hist: HdrHistogram) -> dict[str, float | int | None]:
+    """metrics.summarize_ms without the mean (hdrh computes the mean by iterating every bucket in Python)."""
+    n = hist.get_total_count()
+    out: dict[str, float | int | None] = {"count": n}
+    for name, pct in metrics.PERCENTILES.items():
+        out[name] = round(hist.get_value_at_percentile(pct) / 1000, 3) if n else None
+    out["max"] = round(hist.get_max_value() / 1000, 3) if n else None
+    return out
 
 
 @dataclass
@@ -229,7 +246,11 @@ def load_run(run_dir: Path | str) -> Run:
     summary_path = path / "summary.json"
     if not summary_path.is_file():
         raise UserError(f"{path}: no summary.json (the run did not finish?); rebuild it with: durabench analyze {path}")
-    summary = results.read_json(summary_path)
+    return make_run(path, manifest, results.read_json(summary_path))
+
+
+def make_run(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> Run:
+    """A Run from a manifest and summary already in memory (the end of a run)."""
     engines = {name: EngineRun(path, name, manifest, summary["engines"].get(name, {"status": "error"}))
                for name in manifest["engines"]}
     return Run(path, manifest, summary, engines)
@@ -267,6 +288,57 @@ def newest_run(root: Path | str = REFERENCE_DIR) -> Path:
     return runs[-1]
 
 
+def from_env(var: str = "DURABENCH_RUN") -> list[Run]:
+    """The runs a notebook shows: ``$DURABENCH_RUN`` (a run directory or a directory of repeated
+    runs), else the newest run under results/reference/."""
+    path = os.environ.get(var) or newest_run(REFERENCE_DIR)
+    group = load_group([path])
+    check_repetitions(group)
+    return group
+
+
+def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run and engine with the headline figures of summary.json."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for name, er in run.engines.items():
+            e = er.summary
+            lat = e.get("e2e_latency_ms") or {}
+            rows.append({
+                "run": run.run_id, "engine": name, "status": e.get("status"), "verdict": e.get("verdict"),
+                "throughput_per_s": e.get("throughput_per_s"), "offered_rate_per_s": e.get("offered_rate_per_s"),
+                "achieved_rate_per_s": e.get("achieved_rate_per_s"),
+                **{f"e2e_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "p99.9", "max")},
+                **{k: e.get(k) for k in ("completed", "lost", "unknown", "duplicated_steps",
+                                         "replayed_completed_steps", "worker_restarts")},
+                "cost_per_1000_workflows": e.get("cost_per_1000_workflows"),
+                "durability_tax": (e.get("durability_tax") or {}).get("tax"),
+                "store_floor_ms": (e.get("durability_tax") or {}).get("store_floor_ms"),
+                "wall_s": er.info.get("wall_s"),
+            })
+    return pd.DataFrame(rows)
+
+
+def recovery_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, engine and fault with the recovery figures of summary.json."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        for name, er in run.engines.items():
+            for f in er.faults:
+                rd = f.get("resume_delay_s") or {}
+                rows.append({"run": run.run_id, "engine": name,
+                             **{k: f.get(k) for k in ("fault_id", "kind", "target", "start_s", "end_s", "affected",
+                                                      "affected_unfinished", "first_progress_s")},
+                             **{f"resume_{k}_s": rd.get(k) for k in ("p50", "p99", "max")},
+                             "all_done_s": f.get("all_done_s"),
+                             "throughput_recovered_s": f.get("throughput_recovered_s")})
+    return pd.DataFrame(rows)
+
+
 def load_group(paths: Iterable[Path | str]) -> list[Run]:
     """Runs from a list of run directories and/or directories holding runs (repetitions)."""
     found: list[Path] = []
@@ -284,13 +356,19 @@ def scenario_key(run: Run) -> dict[str, Any]:
 
 
 def scenario_differences(a: Run, b: Run) -> list[str]:
-    """``load.rate: 20.0 vs 50.0``-style lines for every resolved scenario field that differs."""
+    """``load.rate: 20.0 vs 50.0``-style lines for every resolved scenario field that differs.
+
+    A field present in only one of the two (a field added to the scenario format since the other
+    run, resolved to its default) does not count as a difference."""
     out: list[str] = []
 
     def walk(x: Any, y: Any, where: str) -> None:
         if isinstance(x, dict) and isinstance(y, dict):
-            for key in sorted(set(x) | set(y)):
-                walk(x.get(key), y.get(key), f"{where}.{key}" if where else str(key))
+            for key in sorted(set(x) & set(y)):
+                walk(x[key], y[key], f"{where}.{key}" if where else str(key))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
+                walk(xi, yi, f"{where}[{i}]")
         elif x != y:
             out.append(f"{where}: {x!r} vs {y!r}")
 
