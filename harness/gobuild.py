@@ -53,11 +53,11 @@ def source_hash(src_dir: Path) -> str:
     """First 16 hex digits of SHA-256 over the relative path and content of every Go source file."""
     digest = hashlib.sha256()
     files = sorted(
-        p for p in Path(src_dir).rglob("*")
+        p for d in (Path(src_dir), ROOT / "engines" / "gocommon") for p in d.rglob("*")  # + shared Go module
         if p.is_file() and (p.suffix in _SOURCE_SUFFIXES or p.name in _SOURCE_NAMES)
     )
     for path in files:
-        rel = path.relative_to(src_dir).as_posix().encode()
+        rel = Path(os.path.relpath(path, src_dir)).as_posix().encode()
         data = path.read_bytes()
         digest.update(len(rel).to_bytes(8, "big") + rel + len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()[:HASH_CHARS]

@@ -13,7 +13,8 @@ import time
 
 from dbos import DBOS, DBOSClient, DBOSConfig
 
-from engines.dbos import APP_NAME, STEP_NAME, WORKFLOW_NAME, executor_id, system_database_url
+from engines.dbos import STEP_NAME, executor_id
+from engines.dbos_common import APP_NAME, WORKFLOW_NAME, system_database_url
 from harness.contract import WorkerConfig
 from harness.workload import StepRunner
 

@@ -3,106 +3,41 @@
 Workers, the one-shot bootstrap (migrations, queue) and the default submitter are one Go binary
 built from this folder by ``harness.gobuild`` (``<binary> worker|bootstrap|submit``). The
 harness process only runs SQL (create the database, look outcomes up) and talks to the Go
-submitter over a pipe. See README.md in this folder for every setting and its source.
+submitter over a pipe. What it shares with the Python ``dbos`` adapter (system database, bootstrap
+runner, ``DBOSClient`` submitter, lookup) is in ``engines.dbos_common``. See README.md in this
+folder for every setting and its source.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import importlib.util
 import os
-import re
-import shutil
 import signal
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar
 
+from engines import goworkers
+from engines.dbos_common import (
+    DbosClient,
+    helper_config,
+    lookup_workflow_status,
+    open_dbos_client,
+    package_versions,
+    recreate_database,
+    run_bootstrap,
+    run_database_url,
+)
 from harness import gobuild, procs
-from harness.contract import CONFIG_ENV, EngineContext, EngineRecord, WorkerConfig, Workload
+from harness.contract import CONFIG_ENV, EngineContext, EngineRecord, Workload
 from harness.errors import UserError
-
-if TYPE_CHECKING:
-    from dbos import DBOSClient
 
 SRC_DIR = Path(__file__).resolve().parent
 BINARY = "dbos_go"  # harness.gobuild names a binary after its source directory
-APP_NAME = "durabench"  # DBOS application name (worker, bootstrap and submitters alike)
-WORKFLOW_NAME = "durabench_workflow"  # the name the Go worker registers
-SCHEMA = "dbos"
-BOOTSTRAP_TIMEOUT_S = 120.0
 SUBMITTER_START_TIMEOUT_S = 60.0
 SUBMITTER_STOP_TIMEOUT_S = 10.0
-
-_PENDING = {"PENDING", "ENQUEUED", "DELAYED"}
-_LOOKUP_SQL = (
-    f"SELECT workflow_uuid, status, completed_at, updated_at, created_at, started_at_epoch_ms,"
-    f" recovery_attempts, executor_id, application_version"
-    f" FROM {SCHEMA}.workflow_status WHERE workflow_uuid = ANY(%s)"
-)
-_LOOKUP_CHUNK = 10_000
-
-
-def system_database_url(postgres_url: str, database: str) -> str:
-    """The harness's Postgres URL pointed at the dedicated DBOS system database."""
-    parts = urlsplit(postgres_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-def _recreate_database(postgres_url: str, database: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-
-
-async def lookup_workflow_status(url: str, workflow_ids: list[str]) -> dict[str, EngineRecord]:
-    """Outcomes from ``dbos.workflow_status`` (the schema DBOS-Go and DBOS-Python share)."""
-    import psycopg
-
-    rows: list[tuple[Any, ...]] = []
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        for start in range(0, len(workflow_ids), _LOOKUP_CHUNK):
-            cur = await conn.execute(_LOOKUP_SQL, (workflow_ids[start : start + _LOOKUP_CHUNK],))
-            rows.extend(await cur.fetchall())
-    out = {wf: EngineRecord("not_found") for wf in workflow_ids}
-    for wf, status, completed_at, updated_at, created_at, started_at, attempts, executor, version in rows:
-        detail = {
-            "dbos_status": status,
-            "recovery_attempts": attempts,
-            "executor_id": executor,
-            "application_version": version,
-            "created_at_ms": created_at,
-            "started_at_ms": started_at,
-            "completed_at_ms": completed_at,
-            "updated_at_ms": updated_at,
-        }
-        if status == "SUCCESS":
-            # completed_at and updated_at are set by the statement that commits SUCCESS (Postgres now(), ms).
-            done_ms = completed_at if completed_at is not None else updated_at
-            out[wf] = EngineRecord("completed", int(done_ms) * 1_000_000, detail)
-        elif status in _PENDING:
-            out[wf] = EngineRecord("pending", None, detail)
-        else:  # ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED
-            out[wf] = EngineRecord("failed", None, detail)
-    return out
-
-
-def _helper_config(ctx: EngineContext, role: str) -> Path:
-    """A WorkerConfig file for the bootstrap or the submitter (they read the same JSON as workers)."""
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.work_dir / f"dbos-go-{role}.json"
-    WorkerConfig(
-        engine=ctx.engine, run_id=ctx.run_id, worker_id=f"dbos-go-{role}", worker_index=-1,
-        endpoints=ctx.endpoints, workload=ctx.workload, settings=ctx.settings, ledger_dir=str(ctx.ledger_dir),
-    ).dump(path)
-    return path
 
 
 class GoSubmitter:
@@ -202,63 +137,20 @@ class GoSubmitter:
 
 
 class DbosGoClient:
-    """Submits through the Go submitter (default) or DBOSClient (Python, portable JSON); looks up with SQL."""
+    """Submits through the Go submitter process; looks outcomes up with SQL (``engines.dbos_common``)."""
 
-    def __init__(self, url: str, settings: dict[str, Any], submitter: GoSubmitter | None,
-                 py_client: DBOSClient | None) -> None:
+    def __init__(self, url: str, submitter: GoSubmitter) -> None:
         self._url = url
         self._submitter = submitter
-        self._py_client = py_client
-        self._queue = str(settings["queue_name"])
-        self._version = str(settings["application_version"])
-        self._pool = (ThreadPoolExecutor(int(settings["client_pool_size"]), thread_name_prefix="dbos-go-enqueue")
-                      if py_client is not None else None)
-
-    def _enqueue_portable(self, workflow_id: str) -> None:
-        from dbos import WorkflowSerializationFormat
-
-        assert self._py_client is not None
-        # portable_json: the cross-language format the Go library decodes (dbos/serialization.go).
-        self._py_client.enqueue({
-            "queue_name": self._queue,
-            "workflow_name": WORKFLOW_NAME,
-            "workflow_id": workflow_id,
-            "app_version": self._version,
-            "serialization_type": WorkflowSerializationFormat.PORTABLE,
-        })
 
     async def submit(self, workflow_id: str) -> None:
-        if self._submitter is not None:
-            await self._submitter.submit(workflow_id)
-        else:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._enqueue_portable, workflow_id)
+        await self._submitter.submit(workflow_id)
 
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         return await lookup_workflow_status(self._url, workflow_ids)
 
     async def close(self) -> None:
-        if self._submitter is not None:
-            await self._submitter.close()
-        if self._py_client is not None:
-            await asyncio.to_thread(self._py_client.destroy)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-
-def _go_module_version(module: str) -> str:
-    text = (SRC_DIR / "go.mod").read_text()
-    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(\S+)", text, re.MULTILINE)
-    return match.group(1) if match else "unknown"
-
-
-def go_toolchain_version() -> str:
-    if shutil.which("go") is None:
-        return "absent"
-    try:
-        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        await self._submitter.close()
 
 
 class DbosGoEngine:
@@ -271,9 +163,7 @@ class DbosGoEngine:
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("psycopg") is None:
             return "pip install psycopg[binary]"
-        if gobuild.cached(SRC_DIR, BINARY) is not None:
-            return None
-        return gobuild.go_unavailable_reason()
+        return goworkers.unavailable_reason(SRC_DIR, BINARY)
 
     def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
         return {
@@ -290,54 +180,34 @@ class DbosGoEngine:
         }
 
     def versions(self) -> dict[str, str]:
-        out = {
-            "dbos-transact-golang": _go_module_version("github.com/dbos-inc/dbos-transact-golang"),
-            "pgx": _go_module_version("github.com/jackc/pgx/v5"),
-            "go": go_toolchain_version(),
+        return {
+            "dbos-transact-golang": goworkers.module_version(SRC_DIR, "github.com/dbos-inc/dbos-transact-golang"),
+            "pgx": goworkers.module_version(SRC_DIR, "github.com/jackc/pgx/v5"),
+            "go": goworkers.toolchain_version(),
+            **package_versions("psycopg", "dbos"),
         }
-        for package in ("psycopg", "dbos"):
-            try:
-                out[package] = importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                out[package] = "missing"
-        return out
-
-    def _url(self, ctx: EngineContext) -> str:
-        return system_database_url(ctx.endpoints["postgres"], str(ctx.settings["database"]))
 
     def prepare(self, ctx: EngineContext) -> None:
         """Build the Go binary, recreate the system database, then migrate it and register the queue."""
         binary = gobuild.build(SRC_DIR, BINARY)
-        _recreate_database(ctx.endpoints["postgres"], str(ctx.settings["database"]))
-        config_path = _helper_config(ctx, "bootstrap")
-        log = ctx.work_dir / "logs" / "dbos-go-bootstrap.log"
-        proc = procs.spawn([str(binary), "bootstrap"], log=log, env={**os.environ, CONFIG_ENV: str(config_path)})
-        try:
-            code = proc.wait(BOOTSTRAP_TIMEOUT_S)
-        finally:
-            procs.stop(proc)
-        if code != 0:
-            raise RuntimeError(f"DBOS-Go bootstrap (migrations, queue) failed with exit code {code}; see {log}")
+        recreate_database(ctx.endpoints["postgres"], str(ctx.settings["database"]))
+        run_bootstrap([str(binary), "bootstrap"], helper_config(ctx, "dbos-go-bootstrap"),
+                      ctx.work_dir / "logs" / "dbos-go-bootstrap.log", "DBOS-Go")
 
     def worker_command(self, ctx: EngineContext, worker_index: int) -> list[str]:
         return [str(gobuild.build(SRC_DIR, BINARY)), "worker"]
 
-    async def open_client(self, ctx: EngineContext) -> DbosGoClient:
-        url = self._url(ctx)
+    async def open_client(self, ctx: EngineContext) -> DbosGoClient | DbosClient:
+        url = run_database_url(ctx)
         kind = str(ctx.settings["submitter"])
         if kind == "go":
             binary = await asyncio.to_thread(gobuild.build, SRC_DIR, BINARY)
-            config_path = _helper_config(ctx, "submitter")
+            config_path = helper_config(ctx, "dbos-go-submitter")
             submitter = GoSubmitter([str(binary), "submit"], {**os.environ, CONFIG_ENV: str(config_path)},
                                     ctx.work_dir / "logs" / "dbos-go-submitter.log")
             await submitter.start()
-            return DbosGoClient(url, ctx.settings, submitter, None)
+            return DbosGoClient(url, submitter)
         if kind == "python":
-            from dbos import DBOSClient
-
-            client = await asyncio.to_thread(
-                DBOSClient, system_database_url=url,
-                system_database_pool_size=int(ctx.settings["client_pool_size"]), application_name=APP_NAME,
-            )
-            return DbosGoClient(url, ctx.settings, None, client)
+            # portable_json: the cross-language format the Go worker decodes (dbos/serialization.go).
+            return DbosClient(await open_dbos_client(url, ctx.settings), url, ctx.settings, portable=True)
         raise UserError(f"dbos-go: setting submitter must be 'go' or 'python', not {kind!r}")

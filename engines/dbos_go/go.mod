@@ -2,6 +2,8 @@ module github.com/durabench/durabench/engines/dbos_go
 
 go 1.25.0
 
+require github.com/durabench/durabench/engines/gocommon/durabench v0.0.0
+
 require github.com/dbos-inc/dbos-transact-golang v1.8.0
 
 require (
@@ -15,3 +17,6 @@ require (
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
+
+// The worker boundary shared by the Go adapters (engines/gocommon/durabench).
+replace github.com/durabench/durabench/engines/gocommon/durabench => ../gocommon/durabench

@@ -27,6 +27,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 	"github.com/dbos-inc/dbos-transact-golang/dbos/internals"
+	"github.com/durabench/durabench/engines/gocommon/durabench"
 )
 
 const (
@@ -41,9 +42,9 @@ func main() {
 	if len(os.Args) > 1 {
 		role = os.Args[1]
 	}
-	cfg, err := LoadConfig()
+	cfg, err := durabench.LoadConfig()
 	if err != nil {
-		fail(err)
+		durabench.Fail(err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	switch role {
@@ -57,13 +58,13 @@ func main() {
 		err = fmt.Errorf("unknown role %q (worker, bootstrap, submit)", role)
 	}
 	if err != nil {
-		fail(err)
+		durabench.Fail(err)
 	}
 }
 
 // systemDatabaseURL points the harness's Postgres URL at the dedicated system database, with
 // pgx's pool_max_conns (DBOS honours it; its own default is 20: internal/sysdb/system_database.go).
-func systemDatabaseURL(cfg *WorkerConfig, poolSize int) (string, error) {
+func systemDatabaseURL(cfg *durabench.WorkerConfig, poolSize int) (string, error) {
 	u, err := url.Parse(cfg.Endpoints["postgres"])
 	if err != nil {
 		return "", err
@@ -77,7 +78,7 @@ func systemDatabaseURL(cfg *WorkerConfig, poolSize int) (string, error) {
 	return u.String(), nil
 }
 
-func executorID(cfg *WorkerConfig) string {
+func executorID(cfg *durabench.WorkerConfig) string {
 	id := cfg.Settings.String("executor_id_pattern")
 	id = strings.ReplaceAll(id, "{run_id}", cfg.RunID)
 	return strings.ReplaceAll(id, "{worker_index}", strconv.Itoa(cfg.WorkerIndex))
@@ -85,7 +86,7 @@ func executorID(cfg *WorkerConfig) string {
 
 // bootstrap does what DBOS's own benchmark does before workers start: migrate once, register
 // the queue once, so workers launch with SkipMigrations and never contend on the migration.
-func bootstrap(cfg *WorkerConfig, logger *slog.Logger) error {
+func bootstrap(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	s := cfg.Settings
 	ctx := context.Background()
 	dbURL, err := systemDatabaseURL(cfg, 2)
@@ -111,9 +112,9 @@ func bootstrap(cfg *WorkerConfig, logger *slog.Logger) error {
 	return nil
 }
 
-func serve(cfg *WorkerConfig, logger *slog.Logger) error {
+func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	s := cfg.Settings
-	runner, err := NewStepRunner(cfg)
+	runner, err := durabench.NewStepRunner(cfg)
 	if err != nil {
 		return err
 	}
@@ -184,7 +185,7 @@ func serve(cfg *WorkerConfig, logger *slog.Logger) error {
 
 // submit serves enqueue requests: one id per stdin line, one answer per id on stdout.
 // Requests run concurrently (a goroutine each), bounded by the client's connection pool.
-func submit(cfg *WorkerConfig, logger *slog.Logger) error {
+func submit(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	s := cfg.Settings
 	dbURL, err := systemDatabaseURL(cfg, s.Int("client_pool_size"))
 	if err != nil {

@@ -23,8 +23,8 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from engines.temporal import connect, retry_until, task_queue
 from engines.temporal.workflow import STEP_ACTIVITY, DurabenchWorkflow
+from engines.temporal_common import connect, retry_until, task_queue
 from harness.contract import WorkerConfig
 from harness.workload import StepRunner
 

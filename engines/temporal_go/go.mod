@@ -2,6 +2,8 @@ module github.com/durabench/durabench/engines/temporal_go
 
 go 1.26.0
 
+require github.com/durabench/durabench/engines/gocommon/durabench v0.0.0
+
 require (
 	go.temporal.io/api v1.64.3
 	go.temporal.io/sdk v1.51.0
@@ -32,3 +34,6 @@ require (
 	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
+
+// The worker boundary shared by the Go adapters (engines/gocommon/durabench).
+replace github.com/durabench/durabench/engines/gocommon/durabench => ../gocommon/durabench

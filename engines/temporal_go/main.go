@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/durabench/durabench/engines/gocommon/durabench"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -80,7 +81,7 @@ func DurabenchWorkflow(ctx workflow.Context, plan Plan) (string, error) {
 }
 
 // steps holds the step body (the ledger) for the activity.
-type steps struct{ runner *StepRunner }
+type steps struct{ runner *durabench.StepRunner }
 
 // Step is the activity: the shared step body, attempt = Temporal's attempt counter. payload is
 // the previous step's output, carried through the workflow's history as the activity's input.
@@ -92,22 +93,22 @@ func (a *steps) Step(ctx context.Context, index int, payload string) (string, er
 
 func main() {
 	started := time.Now()
-	cfg, err := LoadConfig()
+	cfg, err := durabench.LoadConfig()
 	if err != nil {
-		fail(err)
+		durabench.Fail(err)
 	}
 	if err := serve(cfg, started); err != nil {
-		fail(err)
+		durabench.Fail(err)
 	}
 }
 
-func taskQueue(cfg *WorkerConfig) string {
+func taskQueue(cfg *durabench.WorkerConfig) string {
 	return cfg.Settings.String("task_queue_prefix") + "-" + cfg.RunID
 }
 
-func serve(cfg *WorkerConfig, started time.Time) error {
+func serve(cfg *durabench.WorkerConfig, started time.Time) error {
 	s := cfg.Settings
-	runner, err := NewStepRunner(cfg)
+	runner, err := durabench.NewStepRunner(cfg)
 	if err != nil {
 		return err
 	}
@@ -169,7 +170,7 @@ func serve(cfg *WorkerConfig, started time.Time) error {
 // waitPolling returns once the server's task queue lists a poll from this identity newer than
 // this process's start (the SDK has no "polling started" event; a poll of the killed
 // incarnation of the same identity is older). The same probe as the Python worker.
-func waitPolling(c client.Client, cfg *WorkerConfig, types []enumspb.TaskQueueType, since time.Time, timeout time.Duration) error {
+func waitPolling(c client.Client, cfg *durabench.WorkerConfig, types []enumspb.TaskQueueType, since time.Time, timeout time.Duration) error {
 	name := taskQueue(cfg)
 	return retryUntil("worker polling", timeout, func() error {
 		for _, tqType := range types {

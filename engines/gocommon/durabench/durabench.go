@@ -1,8 +1,10 @@
-// The durabench worker boundary in Go: the same as harness/contract.py, harness/ledger.py and
-// harness/workload.py (docs/engines.md, "The worker boundary"). This file is identical in every
-// Go adapter of durabench (engines/*_go/durabench.go); keep the copies in step.
-
-package main
+// Package durabench is the durabench worker boundary in Go: the same as harness/contract.py,
+// harness/ledger.py and harness/workload.py (docs/engines.md, "The worker boundary").
+//
+// It is a library shared by the Go adapters (engines/dbos_go, engines/temporal_go), not an
+// adapter: each adapter's go.mod requires it and points at this folder with a replace directive.
+// Standard library only, so it adds nothing to the adapters' go.sum.
+package durabench
 
 import (
 	"context"
@@ -61,7 +63,7 @@ type Settings map[string]any
 func (s Settings) get(key string) any {
 	v, ok := s[key]
 	if !ok {
-		fail(fmt.Errorf("setting %q is missing from the worker config", key))
+		Fail(fmt.Errorf("setting %q is missing from the worker config", key))
 	}
 	return v
 }
@@ -70,7 +72,7 @@ func (s Settings) get(key string) any {
 func (s Settings) Float(key string) float64 {
 	v, ok := s.get(key).(float64)
 	if !ok {
-		fail(fmt.Errorf("setting %q is not a number: %v", key, s[key]))
+		Fail(fmt.Errorf("setting %q is not a number: %v", key, s[key]))
 	}
 	return v
 }
@@ -79,7 +81,7 @@ func (s Settings) Float(key string) float64 {
 func (s Settings) Int(key string) int {
 	v := s.Float(key)
 	if v != float64(int(v)) {
-		fail(fmt.Errorf("setting %q is not an integer: %v", key, v))
+		Fail(fmt.Errorf("setting %q is not an integer: %v", key, v))
 	}
 	return int(v)
 }
@@ -93,7 +95,7 @@ func (s Settings) Duration(key string) time.Duration {
 func (s Settings) String(key string) string {
 	v, ok := s.get(key).(string)
 	if !ok {
-		fail(fmt.Errorf("setting %q is not a string: %v", key, s[key]))
+		Fail(fmt.Errorf("setting %q is not a string: %v", key, s[key]))
 	}
 	return v
 }
@@ -102,12 +104,13 @@ func (s Settings) String(key string) string {
 func (s Settings) Bool(key string) bool {
 	v, ok := s.get(key).(bool)
 	if !ok {
-		fail(fmt.Errorf("setting %q is not a boolean: %v", key, s[key]))
+		Fail(fmt.Errorf("setting %q is not a boolean: %v", key, s[key]))
 	}
 	return v
 }
 
-func fail(err error) {
+// Fail reports err on stderr and exits with status 2 (a worker that cannot run).
+func Fail(err error) {
 	fmt.Fprintf(os.Stderr, "durabench worker: %v\n", err)
 	os.Exit(2)
 }
@@ -152,12 +155,12 @@ type stepRecord struct {
 func (l *Ledger) write(record any) {
 	line, err := json.Marshal(record)
 	if err != nil {
-		fail(err)
+		Fail(err)
 	}
 	// *os.File.Write on a regular file is one write(2) for a line this size; O_APPEND places it
 	// atomically at the end even with several goroutines writing.
 	if _, err := l.f.Write(append(line, '\n')); err != nil {
-		fail(fmt.Errorf("ledger write: %w", err))
+		Fail(fmt.Errorf("ledger write: %w", err))
 	}
 }
 
