@@ -138,6 +138,8 @@ class Proxy:
             self._writers.add(up_writer)
             try:
                 await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            except asyncio.CancelledError:
+                return  # the proxy is stopping: a handler task ends quietly (asyncio would log it)
             finally:
                 self._writers.discard(up_writer)
                 up_writer.close()
