@@ -8,6 +8,8 @@
     durabench report RUN_DIR... [--out DIR]
     durabench compare RUN_DIR RUN_DIR... [--force]
     durabench ls [DIR]
+    durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
+                                [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 
 A user error prints one line (what is wrong and how to fix it) and exits with code 2.
 """
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import compare, htmlreport, registry, report, results, runs, scenario
+from harness import compare, htmlreport, registry, report, results, runs, saturate, scenario
 from harness.errors import UserError
 
 DEFAULT_OUT = Path("results")
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     htmlreport.register(sub)
     compare.register(sub)
     runs.register(sub)
+    saturate.register(sub)
     return parser
 
 

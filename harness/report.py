@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness import cost
+
 LIMITS = (
     "The Temporal dev server is a single history shard on SQLite: its figures are a lower bound for a "
     "production Temporal cluster.",
@@ -121,6 +123,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{_fmt(rd['max'], 2)} | {_fmt(f['all_done_s'], 2)} | {_fmt(f['throughput_recovered_s'])} | "
                 f"{_settings_line(name, settings, sc['workers']['restart_delay'])} |")
         lines.append("")
+    lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/cost.py)
     lines += ["## Latency detail (ms)", "",
               "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from harness import checker, ledger, metrics
+from harness import checker, cost, floors, ledger, metrics
 from harness.contract import EngineRecord
 from harness.errors import UserError
 
@@ -123,7 +123,8 @@ def load_reconcile(path: Path) -> dict[str, EngineRecord]:
 def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Summary of one engine, from its history and reconcile files only (pure; re-runnable)."""
     edir = engine_dir(run_dir, engine)
-    events = ledger.read_dir(edir / "history")
+    history = ledger.read_dir(edir / "history")
+    events = [r for r in history if not floors.is_floor_record(r)]  # floor workflows: only in `floors`
     reconcile = load_reconcile(edir / "reconcile.json")
     steps = manifest["scenario"]["workload"]["steps"]
     info = manifest["engines"][engine]
@@ -167,6 +168,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "settings": info.get("settings", {}),
     }
+    summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax
     return summary
 
 

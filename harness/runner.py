@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import procs, registry, report, results, services
+from harness import floors, procs, registry, report, resources, results, services
 from harness.contract import Engine, EngineContext, EngineRecord
 from harness.driver import Driver, LiveView, Progress
 from harness.errors import DurabenchError, ServiceError, UserError
 from harness.ledger import Follower, Ledger
 from harness.nemesis import Nemesis, resolve_service
 from harness.proxy import Proxy
-from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario
+from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario, VariantSpec
 from harness.supervisor import Supervisor
 
 LOOKUP_BATCH = 500
@@ -57,10 +57,11 @@ def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
     }
     results.write_json(run_dir / "manifest.json", manifest)
     say = Progress(progress)
-    for name, engine in engines.items():
-        say.tick(functools.partial(str, f"[{name}] starting servers and workers"), force=True)
-        info = _run_engine(engine, name, scenario, run_dir, run_id, say)
-        manifest["engines"][name] = info
+    for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
+        engine = engines[name] if variant is None else registry.load(name)
+        say.tick(functools.partial(str, f"[{key}] starting servers and workers"), force=True)
+        info = _run_engine(engine, key, scenario, run_dir, run_id, say, name, variant)
+        manifest["engines"][key] = info
         results.write_json(run_dir / "manifest.json", manifest)
     summary = results.analyze(run_dir)
     report.write(run_dir, manifest, summary)
@@ -85,13 +86,17 @@ def _version() -> str:
 
 
 def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, run_id: str,
-                say: Progress) -> dict[str, Any]:
+                say: Progress, engine_name: str | None = None, variant: VariantSpec | None = None) -> dict[str, Any]:
+    """One engine run; ``name`` names its results (``<engine>@<variant>`` in a sweep), ``engine_name``
+    is the registered engine (the adapter sees it as ``ctx.engine``)."""
+    engine_name = engine_name or name
     edir = results.engine_dir(run_dir, name)
     ledger_dir = edir / "history"
     ledger_dir.mkdir(parents=True)
     (edir / "logs").mkdir()
     workload = scenario.workload.to_workload()
-    settings = {**engine.default_settings(workload, scenario.workers.count), **scenario.engine_settings.get(name, {})}
+    settings = {**engine.default_settings(workload, scenario.workers.count),
+                **scenario.engine_settings_for(engine_name, variant)}
     info: dict[str, Any] = {
         "description": engine.description,
         "versions": engine.versions(),
@@ -99,9 +104,12 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
         "services": {},
         "error": None,
     }
+    if variant is not None:
+        info["variant"] = variant.model_dump()
     started = time.monotonic()
     try:
-        with services.running(engine.services, edir / "logs", scenario.durability) as svc, \
+        with services.running(engine.services, edir / "logs", scenario.durability,
+                              scenario.server_settings_for(variant)) as svc, \
                 _proxies(svc, scenario.needs_proxy) as proxies:
             info["services"] = svc.describe()
             endpoints = svc.endpoints
@@ -109,7 +117,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 port = svc.services[svc_name].port
                 endpoints[svc_name] = endpoints[svc_name].replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
                 info["services"][svc_name]["proxied_url"] = endpoints[svc_name]
-            ctx = EngineContext(name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
+            ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
             engine.prepare(ctx)
             asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
@@ -142,15 +150,30 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
     nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
     view = LiveView(ctx.workload.steps, Follower(ctx.ledger_dir))
     sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
+    # -- cost and floors (harness/resources.py, harness/floors.py): sampler from here to the end
+    sampler = None
+    if scenario.resources.interval > 0:
+        sampler = resources.for_run(ctx.work_dir, svc, sup, scenario.resources.interval, scenario.resources.pss)
+        sampler.start()
+    if scenario.floors.enabled:  # store floors: servers up, workers not started yet; never raises
+        say.tick(lambda: f"[{ctx.work_dir.name}] measuring floors", force=True)
+        await asyncio.to_thread(floors.measure_stores, svc, ctx.endpoints, ctx.settings, ctx.workers,
+                                scenario.floors, ctx.work_dir)
+    # -- end cost and floors
     follow = asyncio.create_task(view.follow())
     sup.start()
     try:
         await _wait_ready(view, sup, scenario.workers.ready_timeout)
         client = await engine.open_client(ctx)
         try:
+            if scenario.floors.enabled and scenario.floors.workflow_duration > 0:  # the unloaded workflow floor
+                await floors.unloaded_workflows(ctx, client, view, scenario.floors, scenario.load.submit_timeout,
+                                                scenario.seed, _lookup)
             driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
                               scenario.total_load_s)
+            if sampler is not None:
+                sampler.sample()  # the cost interval starts here (harness/cost.py)
             load = asyncio.create_task(driver.run())
             while driver.t0_mono == 0.0:
                 await asyncio.sleep(0)
@@ -162,6 +185,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             nemesis.final_heal()
             drained = await driver.drain(scenario.load.drain_timeout,
                                          lambda: say.tick(lambda: driver.progress_line("drain")))
+            drained_at = time.monotonic()
             say.tick(lambda: driver.progress_line("drained" if drained else "timeout"), force=True)
             await nemesis.settle()
             faults.cancel()
@@ -169,10 +193,14 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]
             records = await _lookup(client, ids, set(view.completed))
             results.save_reconcile(ctx.work_dir / "reconcile.json", records)
+            if sampler is not None:  # let PostgreSQL flush its statistics before the last sample
+                await asyncio.sleep(max(0.0, resources.STATS_FLUSH_S - (time.monotonic() - drained_at)))
         finally:
             await client.close()
     finally:
         follow.cancel()
+        if sampler is not None:
+            sampler.stop()  # the last sample, with the workers still up
         sup.stop()
 
 

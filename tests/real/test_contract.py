@@ -15,7 +15,8 @@ from harness.driver import LiveView
 from harness.ledger import Follower
 from harness.supervisor import Supervisor
 
-ENGINES = os.environ.get("DURABENCH_ENGINES", "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery").split(",")
+ENGINES = os.environ.get(
+    "DURABENCH_ENGINES", "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery").split(",")
 WORKFLOWS = 20
 WORKLOAD = Workload(steps=3, step_duration_s=0.02, payload_bytes=128)
 TIMEOUT_S = 60.0

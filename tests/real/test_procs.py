@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -53,6 +54,9 @@ def test_children_die_with_the_harness(sig: int, tmp_path: Path) -> None:
     harness = subprocess.Popen([sys.executable, "-c", HARNESS], stdout=subprocess.PIPE, text=True, env=env)
     assert harness.stdout is not None
     child, grandchild = (int(x) for x in harness.stdout.readline().split())
+    deadline = time.monotonic() + 10
+    while len(_group_members(grandchild)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # sh has not forked its background sleep yet
     members = _group_members(child) + _group_members(grandchild)
     assert len(members) >= 3  # sleep, sh and its background sleep
     harness.send_signal(sig)
