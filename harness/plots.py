@@ -462,8 +462,8 @@ def step_overhead(ax: Axes, runs: RunsArg) -> Axes:
         floors = True
         ax.hlines(floor[1], i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2, zorder=4)
         tax = runs_mod.spread([t.get("tax") for t in taxes])
-        ax.text(i - 0.45, floor[1] * 1.08, f"{taxes[0].get('store', 'store')} floor {_num(floor[1])} ms"
-                + (f", tax x{_num(tax[1])}" if tax else ""), va="bottom", ha="left", fontsize=7, zorder=5,
+        ax.text(i, floor[1] * 1.08, f"{taxes[0].get('store', 'store')} floor {_num(floor[1])} ms"
+                + (f"\ntax x{_num(tax[1])}" if tax else ""), va="bottom", ha="center", fontsize=7, zorder=5,
                 bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 0.5})
     ax.set_xticks(range(len(names)), names)
     for tick, name in zip(ax.get_xticklabels(), names, strict=True):
