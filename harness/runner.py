@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sys
 import time
 import traceback
@@ -120,13 +121,38 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
             engine.prepare(ctx)
-            asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
+            with _library_logs(edir / "logs" / "driver.log"):
+                asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
         say.tick(lambda: f"[{name}] FAILED: {info['error']}", force=True)
     info["wall_s"] = round(time.monotonic() - started, 3)
     return info
+
+
+LIBRARY_LOGGERS = ("dbos", "temporalio", "celery", "kombu")
+
+
+@contextlib.contextmanager
+def _library_logs(path: Path) -> Iterator[None]:
+    """Engine libraries used by the driver (clients) log to the engine's logs/driver.log, not to the
+    terminal, where they would interleave with the progress lines (e.g. DBOSClient's retries during
+    a store crash). DBOS adds its console handler only to a logger without handlers."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = {}
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate)
+        logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for name, (handlers, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+        handler.close()
 
 
 @contextlib.contextmanager
