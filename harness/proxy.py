@@ -148,16 +148,36 @@ class Proxy:
             writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Move bytes one way. Each chunk is due ``latency +- jitter`` after it arrived and chunks
+        stay in order, but a delayed chunk does not hold back the reading of the next one: like
+        netem, added latency delays a stream without throttling it (pipelined and multiplexed
+        protocols such as Redis pipelines and Temporal's gRPC keep their throughput)."""
         state = self.state
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def read() -> None:
+            last_due = 0.0
+            try:
+                while True:
+                    await state.healed.wait()
+                    data = await reader.read(CHUNK_BYTES)
+                    if not data:
+                        break
+                    jitter = self._rng.uniform(-state.jitter_s, state.jitter_s) if state.jitter_s else 0.0
+                    last_due = max(last_due, loop.time() + max(0.0, state.latency_s + jitter))  # keep order
+                    queue.put_nowait((last_due, data))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                queue.put_nowait(None)
+
+        reading = asyncio.create_task(read())
         try:
-            while True:
-                await state.healed.wait()
-                data = await reader.read(CHUNK_BYTES)
-                if not data:
-                    break
-                delay = state.latency_s + (self._rng.uniform(-state.jitter_s, state.jitter_s) if state.jitter_s else 0)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
                 await state.healed.wait()  # a partition that began meanwhile holds the bytes
                 writer.write(data)
                 await writer.drain()
@@ -165,6 +185,8 @@ class Proxy:
         except (ConnectionError, OSError):
             pass
         finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
             if writer.can_write_eof():
                 try:
                     writer.write_eof()

@@ -104,3 +104,19 @@ def test_unreachable_target_closes_client(tmp_path: Path) -> None:
                 pass
     finally:
         p.stop()
+
+
+def test_latency_delays_without_throttling_a_pipelined_stream(proxy: Proxy) -> None:
+    """20 requests sent 10 ms apart, 200 ms each way: delayed ~0.4 s, not serialized to ~8 s."""
+    with connect(proxy) as s:
+        ping(s)
+        proxy.set_latency(0.2)
+        t = time.monotonic()
+        for _ in range(20):
+            s.sendall(b"PING\r\n")
+            time.sleep(0.01)
+        received = b""
+        while received.count(b"+PONG\r\n") < 20:
+            received += s.recv(1024)
+        elapsed = time.monotonic() - t
+        assert 0.4 <= elapsed < 2.0, elapsed
