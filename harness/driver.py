@@ -40,10 +40,13 @@ class LiveView:
     completed: dict[str, int] = field(default_factory=dict)  # wf -> ns of its completion in the ledger
     ready: dict[str, int] = field(default_factory=dict)  # worker id -> ns of latest ready
     waiters: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    last_step_mono: float = field(default_factory=time.monotonic)  # when a step last started or ended
 
     def poll(self) -> None:
         for rec in self.follower.poll():
             ev = rec["ev"]
+            if ev in ("step_start", "step_end"):
+                self.last_step_mono = time.monotonic()
             if ev == "step_end":
                 done = self.ended.setdefault(rec["wf"], set())
                 done.add(rec["step"])
@@ -186,17 +189,26 @@ class Driver:
 
         await asyncio.gather(*(lane() for _ in range(self.load.concurrency)))
 
-    async def drain(self, timeout_s: float, on_tick: Callable[[], None]) -> bool:
-        """Wait until every acknowledged workflow completed in the ledger; False on timeout."""
+    async def drain(self, timeout_s: float, on_tick: Callable[[], None], quiet_s: float | None = None) -> bool:
+        """Wait until every acknowledged workflow completed in the ledger; False on timeout.
+
+        With ``quiet_s``, also stop once no step anywhere has started or ended for that long while
+        workflows are still incomplete: nothing is moving, so waiting longer only delays the report
+        (a lost workflow never completes). ``quiet_s`` must exceed the engines' own redelivery and
+        retry timeouts (docs/scenarios.md)."""
         deadline = time.monotonic() + timeout_s
+        reason = "timeout"
         while time.monotonic() < deadline:
             self.view.poll()
             if all(wf in self.view.completed for wf in self.counters.acked_ids):
                 self.ledger.write("drain_end", complete=True)
                 return True
+            if quiet_s is not None and time.monotonic() - self.view.last_step_mono > quiet_s:
+                reason = "quiet"
+                break
             on_tick()
             await asyncio.sleep(POLL_S)
-        self.ledger.write("drain_end", complete=False)
+        self.ledger.write("drain_end", complete=False, reason=reason)
         return False
 
     def progress_line(self, phase: str) -> str:

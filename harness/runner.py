@@ -210,7 +210,8 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             await load
             nemesis.final_heal()
             drained = await driver.drain(scenario.load.drain_timeout,
-                                         lambda: say.tick(lambda: driver.progress_line("drain")))
+                                         lambda: say.tick(lambda: driver.progress_line("drain")),
+                                         scenario.load.drain_quiet)
             drained_at = time.monotonic()
             say.tick(lambda: driver.progress_line("drained" if drained else "timeout"), force=True)
             await nemesis.settle()

@@ -61,6 +61,7 @@ class LoadSpec(_Strict):
     warmup: Duration = 3.0
     duration: Duration = 20.0
     drain_timeout: Duration = 60.0
+    drain_quiet: Duration = 30.0  # stop draining once no step started or ended for this long
     submit_timeout: Duration = 10.0
 
     @model_validator(mode="after")

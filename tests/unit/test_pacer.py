@@ -108,3 +108,24 @@ def test_closed_loop_keeps_concurrency_in_flight(tmp_path: Path) -> None:
     assert drv.counters.ok >= 6  # and each lane submits again once its workflow completed
     start = next(e for e in ledger.read_dir(tmp_path) if e["ev"] == "load_start")
     assert start["mode"] == "closed"
+
+
+def test_drain_stops_when_nothing_moves(tmp_path: Path) -> None:
+    """A lost workflow never completes: once no step moved for drain_quiet, the drain ends early."""
+    view = LiveView(1, ledger.Follower(tmp_path))
+    drv = Driver("fake", _CompletingClient(tmp_path), LoadSpec(), 1, ledger.Ledger(tmp_path, "driver"), view, "r1")
+    drv.counters.acked_ids.append("never-completes")
+    done = asyncio.run(drv.drain(timeout_s=30, on_tick=lambda: None, quiet_s=0.2))
+    assert done is False
+    end = next(e for e in ledger.read_dir(tmp_path) if e["ev"] == "drain_end")
+    assert (end["complete"], end["reason"]) == (False, "quiet")
+
+
+def test_drain_completes_when_everything_finished(tmp_path: Path) -> None:
+    view = LiveView(1, ledger.Follower(tmp_path))
+    drv = Driver("fake", _CompletingClient(tmp_path), LoadSpec(), 1, ledger.Ledger(tmp_path, "driver"), view, "r1")
+    worker = ledger.Ledger(tmp_path, "worker:0")
+    worker.write("step_start", wf="w", step=0)
+    worker.write("step_end", wf="w", step=0)
+    drv.counters.acked_ids.append("w")
+    assert asyncio.run(drv.drain(timeout_s=30, on_tick=lambda: None, quiet_s=0.2)) is True
