@@ -113,6 +113,11 @@ class Driver:
         self._tasks: set[asyncio.Future[Any]] = set()
         self.t0_mono = 0.0
         self.t0_ns = 0
+        self.started = asyncio.Event()  # set once the load's time origin is fixed
+
+    def submitted_ids(self) -> list[str]:
+        """Every workflow id this driver has invoked, in order."""
+        return [f"{self.prefix}-{i:07d}" for i in range(1, self._seq + 1)]
 
     def _next_id(self) -> str:
         self._seq += 1
@@ -156,6 +161,7 @@ class Driver:
             "load_start", mode=self.load.mode, rate=self.load.rate, concurrency=self.load.concurrency,
             warmup_ns=int(self.load.warmup * 1e9), duration_ns=int(self.load.duration * 1e9),
         )
+        self.started.set()
         if self.load.mode == "open":
             await self._open_loop()
         else:

@@ -286,7 +286,7 @@ async def unloaded_workflows(ctx: EngineContext, client: EngineClient, view: Liv
     driver = Driver(ctx.engine, client, load, seed, Ledger(fdir / "history", "driver"), view, f"{ctx.run_id}-{TAG}")
     await driver.run()
     await driver.drain(FLOOR_DRAIN_S, lambda: None)
-    ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]
+    ids = driver.submitted_ids()
     save_reconcile(fdir / "reconcile.json", await lookup(client, ids, set(view.completed)))
     return len(ids)
 

@@ -79,7 +79,7 @@ def _record(hist: HdrHistogram, ns: int | None) -> None:
         hist.record_value(max(1, min(ns // 1000, HIST_MAX_US)))
 
 
-def _completion_ns(tr: WorkflowTrace, record: EngineRecord | None, steps: int) -> int | None:
+def completion_ns(tr: WorkflowTrace, record: EngineRecord | None, steps: int) -> int | None:
     if record is not None and record.status == "completed" and record.completed_ns is not None:
         return record.completed_ns
     return tr.ledger_completed_ns(steps)
@@ -118,7 +118,7 @@ def latency_histograms(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRe
             first = tr.first_start_ns()
             if first is not None:
                 _record(hists["pickup_latency"], max(0, first - tr.sent_ns))
-        done = _completion_ns(tr, engine.get(wf), steps)
+        done = completion_ns(tr, engine.get(wf), steps)
         if done is None or tr.ledger_completed_ns(steps) is None:
             continue
         e2e = done - tr.intended_ns
@@ -135,7 +135,7 @@ def latency_histograms(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRe
 
 def throughput(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], steps: int,
                events: list[dict[str, Any]], win: Window) -> dict[str, Any]:
-    done = [_completion_ns(tr, engine.get(wf), steps) for wf, tr in trs.items() if tr.intended_ns is not None]
+    done = [completion_ns(tr, engine.get(wf), steps) for wf, tr in trs.items() if tr.intended_ns is not None]
     completed_in = sum(1 for ns in done if win.contains(ns))
     step_ends = sum(1 for r in events if r["ev"] == "step_end" and win.contains(r["ns"]))
     invoked = sum(1 for tr in trs.values() if win.contains(tr.intended_ns))
@@ -163,7 +163,7 @@ def completions_per_second(trs: dict[str, WorkflowTrace], engine: dict[str, Engi
     """Completed workflows per 1-s bucket from ``origin_ns`` (the load start)."""
     buckets: list[int] = []
     for wf, tr in trs.items():
-        ns = _completion_ns(tr, engine.get(wf), steps)
+        ns = completion_ns(tr, engine.get(wf), steps)
         if ns is None or ns < origin_ns:
             continue
         i = int((ns - origin_ns) // 1_000_000_000)
@@ -182,7 +182,7 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
     cutoff = fault_end["ns"] if fault_end is not None else start
     affected: list[WorkflowTrace] = []
     for wf, tr in trs.items():
-        done = _completion_ns(tr, engine.get(wf), steps)
+        done = completion_ns(tr, engine.get(wf), steps)
         if done is not None and done <= start:
             continue
         if targets:  # a worker fault hits the workflows whose latest step ran on a targeted worker
@@ -196,7 +196,7 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
         after = [e.start_ns for execs in tr.steps.values() for e in execs if e.start_ns > start]
         if after:
             delays.append((min(after) - start) / 1e9)
-        done = _completion_ns(tr, engine.get(tr.wf), steps)
+        done = completion_ns(tr, engine.get(tr.wf), steps)
         finishes.append(None if done is None or tr.ledger_completed_ns(steps) is None else (done - start) / 1e9)
     unfinished = sum(1 for f in finishes if f is None)
     dup, replayed = 0, 0

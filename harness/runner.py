@@ -201,8 +201,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             if sampler is not None:
                 sampler.sample()  # the cost interval starts here (harness/cost.py)
             load = asyncio.create_task(driver.run())
-            while driver.t0_mono == 0.0:
-                await asyncio.sleep(0)
+            await driver.started.wait()
             faults = asyncio.create_task(nemesis.run(driver.t0_mono))
             while not load.done():
                 say.tick(lambda: driver.progress_line("load"))
@@ -217,7 +216,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             await nemesis.settle()
             faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
-            ids = [f"{driver.prefix}-{i:07d}" for i in range(1, driver._seq + 1)]
+            ids = driver.submitted_ids()
             records = await _lookup(client, ids, set(view.completed))
             results.save_reconcile(ctx.work_dir / "reconcile.json", records)
             if sampler is not None:  # let PostgreSQL flush its statistics before the last sample

@@ -119,7 +119,7 @@ class EngineRun:
         for wf, tr in self.traces.items():
             if tr.intended_ns is None:
                 continue
-            done = metrics._completion_ns(tr, self.reconcile.get(wf), self.steps)  # the metric's own rule
+            done = metrics.completion_ns(tr, self.reconcile.get(wf), self.steps)
             counted = done is not None and tr.ledger_completed_ns(self.steps) is not None
             rows.append({
                 "wf": wf,
