@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import results, runner, scenario
+from harness import results, scenario
+from harness.run import runner
 from harness.ledger import Follower, Ledger
 
 N_EVENTS = 50_000

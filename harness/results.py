@@ -29,7 +29,6 @@ from typing import Any
 
 import psutil
 
-from harness import checker, cost, floors, ledger, metrics
 from harness.contract import EngineRecord
 from harness.errors import UserError
 
@@ -118,78 +117,6 @@ def load_reconcile(path: Path) -> dict[str, EngineRecord]:
     if not path.is_file():
         return {}
     return {wf: EngineRecord(**rec) for wf, rec in read_json(path).items()}
-
-
-def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Summary of one engine, from its history and reconcile files only (pure; re-runnable)."""
-    edir = engine_dir(run_dir, engine)
-    history = ledger.read_dir(edir / "history")
-    events = [r for r in history if not floors.is_floor_record(r)]  # floor workflows: only in `floors`
-    reconcile = load_reconcile(edir / "reconcile.json")
-    steps = manifest["scenario"]["workload"]["steps"]
-    info = manifest["engines"][engine]
-    if not any(r["ev"] == "load_start" for r in events):
-        return {"status": "error", "error": info.get("error", "no load was driven"), "settings": info.get("settings")}
-    trs = checker.traces(events)
-    verdict = checker.check(trs, steps, reconcile)
-    win = metrics.window(events)
-    hists = metrics.latency_histograms(trs, reconcile, steps, win)
-    write_json(edir / "histograms.json", {"unit": "us", "histograms": {k: metrics.encode(h) for k, h in hists.items()}})
-    ends = {r["fault_id"]: r for r in events if r["ev"] == "fault_end"}
-    starts = [r for r in events if r["ev"] == "fault_start"]
-    faults = [metrics.recovery(r, ends.get(r["fault_id"]), trs, reconcile, steps, win,
-                               starts[i + 1]["ns"] if i + 1 < len(starts) else None)
-              for i, r in enumerate(starts)]
-    fault_ids = {f["fault_id"]: {"affected": f.pop("affected_ids"), "unfinished": f.pop("unfinished_ids")}
-                 for f in faults}
-    write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids, "faults": fault_ids})
-    c = verdict.counts
-    summary: dict[str, Any] = {
-        "status": "ok" if info.get("error") is None else "error",
-        "error": info.get("error"),
-        "verdict": "correct" if verdict.correct else "violations",
-        "submitted": c["submitted"],
-        "acknowledged": c["acknowledged"],
-        "completed": c["completed"],
-        "failed": c["failed"],
-        "lost": c["lost"],
-        "unknown": c["unknown"],
-        "resolved_unknown": c["resolved_unknown"],
-        "unexpected": c["unexpected"],
-        "missing_steps": c["missing_steps"],
-        "duplicated_steps": c["duplicated_steps"],
-        "extra_step_executions": c["extra_step_executions"],
-        "replayed_completed_steps": c["replayed_completed_steps"],
-        **metrics.throughput(trs, reconcile, steps, events, win),
-        **{f"{name}_ms": metrics.summarize_ms(h) for name, h in hists.items()},
-        "completion_source": _completion_source(reconcile),
-        "completions_per_s": metrics.completions_per_second(trs, reconcile, steps, win.load_start_ns),
-        "recovery": faults,
-        "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
-        "settings": info.get("settings", {}),
-    }
-    summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax
-    return summary
-
-
-def _completion_source(reconcile: dict[str, EngineRecord]) -> str:
-    with_ts = sum(1 for r in reconcile.values() if r.completed_ns is not None)
-    return "engine" if with_ts else "ledger (last step end)"
-
-
-def analyze(run_dir: Path) -> dict[str, Any]:
-    """Rebuild summary.json of a run from the files on disk and return it."""
-    manifest = load_manifest(run_dir)
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": manifest["run_id"],
-        "scenario": manifest["scenario"]["name"],
-        "durability": manifest["scenario"]["durability"],
-        "analyzed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "engines": {name: analyze_engine(run_dir, name, manifest) for name in manifest["engines"]},
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
 
 
 def now_iso() -> str:

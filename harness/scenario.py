@@ -78,7 +78,7 @@ class WorkersSpec(_Strict):
 
 
 class FloorsSpec(_Strict):
-    """Calibration floors measured at the start of every engine run (harness/floors.py)."""
+    """Calibration floors measured at the start of every engine run (harness/run/floors.py)."""
 
     enabled: bool = True
     iterations: int = Field(300, ge=10, le=100_000)  # round trips per store floor
@@ -88,14 +88,14 @@ class FloorsSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    """Resource sampling during the run (harness/resources.py)."""
+    """Resource sampling during the run (harness/run/resources.py)."""
 
     interval: Duration = 1.0  # sampling period; 0 = no sampling
     pss: bool = True  # also read proportional set sizes (/proc/<pid>/smaps_rollup)
 
 
 class SaturateSpec(_Strict):
-    """Defaults of ``durabench saturate`` (harness/saturate.py); command-line flags override them."""
+    """Defaults of ``durabench saturate`` (harness/cli/saturate.py); command-line flags override them."""
 
     start_rate: float = Field(10.0, gt=0, le=100_000)
     factor: float = Field(1.5, gt=1, le=10)

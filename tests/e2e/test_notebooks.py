@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from harness import runs
+from harness.analysis import runs
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import ledger, registry, services
+from harness import ledger, registry
 from harness.contract import EngineClient, EngineContext, Workload
-from harness.driver import LiveView
 from harness.ledger import Follower
+from harness.run import services
+from harness.run.driver import LiveView
 from harness.supervisor import Supervisor
 
 ENGINES = os.environ.get(

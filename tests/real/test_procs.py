@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import procs, services
+from harness import procs
+from harness.run import services
 from tests.conftest import ROOT
 
 HARNESS = """

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import services
-from harness.proxy import Proxy
+from harness.run import services
+from harness.run.proxy import Proxy
 
 pytestmark = pytest.mark.real
 

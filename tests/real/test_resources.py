@@ -19,9 +19,14 @@ import psycopg
 import pytest
 import redis
 
-from harness import cost, floors, registry, resources, results, runner, scenario, services, stores
+from harness import registry, results, scenario
+from harness.analysis import cost
+from harness.analysis import floors as floor_analysis
+from harness.analysis import summary as analysis_summary
+from harness.cli.run import run_and_analyze
 from harness.contract import EngineContext, Workload
 from harness.ledger import Ledger, read_dir
+from harness.run import floors, resources, services, stores
 from harness.scenario import FloorsSpec
 from harness.supervisor import Supervisor
 
@@ -182,7 +187,7 @@ def test_floors_on_real_servers(stack: services.Services, tmp_path: Path) -> Non
     assert pg["commit_rate"]["method"] == "pgbench"
     assert len(rd["ping_rtt_us"]) == len(rd["set_rtt_us"]) == 50 and rd["set_rate"]["per_s"] > 10
     assert sq["synchronous"] == "FULL" and sq["commit_rate"]["per_s"] > 1
-    summary = floors.analyze(tmp_path, [], 1)
+    summary = floor_analysis.analyze(tmp_path, [], 1)
     assert summary is not None
     assert summary["postgres"]["commit_rtt_ms"]["count"] == 50
     assert 0 < summary["redis"]["ping_rtt_ms"]["p50"] <= summary["redis"]["ping_rtt_ms"]["p99"]
@@ -196,7 +201,7 @@ def test_a_run_reports_cost_floors_and_the_durability_tax(tmp_path: Path) -> Non
         "floors": {"iterations": 50, "rate_duration": "1s", "workflow_duration": "1s"},
         "resources": {"interval": "500ms"},
     }, "cost.yaml")
-    run_dir = runner.run(sc, tmp_path, progress=False)
+    run_dir = run_and_analyze(sc, tmp_path, progress=False)
     summary = results.read_json(run_dir / "summary.json")
     e = summary["engines"]["dbos"]
     assert e["status"] == "ok", e.get("error")
@@ -214,5 +219,5 @@ def test_a_run_reports_cost_floors_and_the_durability_tax(tmp_path: Path) -> Non
     assert e["submitted"] == e["completed"] and e["unexpected"] == 0
     report = (run_dir / "report.md").read_text()
     assert "## Cost and durability tax" in report and "| dbos | postgres |" in report
-    again = results.analyze(run_dir)  # rebuildable from the raw files
+    again = analysis_summary.analyze(run_dir)  # rebuildable from the raw files
     assert again["engines"]["dbos"]["cost"] == c

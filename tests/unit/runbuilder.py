@@ -1,7 +1,7 @@
 """Builds small synthetic run directories for tests of the run loader, charts, report and compare.
 
 Raw files only (manifest, history, reconcile); summary, histograms and checker ids come from
-``harness.results.analyze``, as after a real run. Per engine: open loop at 10 workflows/s for
+``harness.analysis.summary.analyze``, as after a real run. Per engine: open loop at 10 workflows/s for
 1 s warmup + 6 s, 3 steps of 10 ms on workers 0 and 1, ``worker:0`` killed at 3 s and back at
 4 s: one workflow in flight on it re-runs its step on worker 1 (a duplicated step), ``lost``
 more never finish (lost workflows).
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import results
+from harness.analysis import summary
 from tests.unit.history import History
 
 STEPS = 3
@@ -90,5 +91,5 @@ def make_run(out: Path, run_id: str = "20260101T000000Z-synthetic", engines: tup
         (edir / "history" / "all.1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
         (edir / "reconcile.json").write_text("{}\n")
     results.write_json(run_dir / "manifest.json", manifest(run_id, list(engines), durability, rate, created_at))
-    results.analyze(run_dir)
+    summary.analyze(run_dir)
     return run_dir

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.checker import check, traces
+from harness.analysis.checker import check, traces
 from harness.contract import EngineRecord
 from tests.unit.history import MS, T0, History
 

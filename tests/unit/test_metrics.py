@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from harness import metrics
-from harness.checker import traces
+from harness.analysis import metrics
+from harness.analysis.checker import traces
 from harness.contract import EngineRecord
 from tests.unit.history import MS, T0, History
 

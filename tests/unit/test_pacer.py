@@ -4,8 +4,8 @@ import asyncio
 from pathlib import Path
 
 from harness import ledger
-from harness.driver import Driver, LiveView, arrival_offsets
 from harness.errors import SubmitRejected
+from harness.run.driver import Driver, LiveView, arrival_offsets
 from harness.scenario import LoadSpec
 
 

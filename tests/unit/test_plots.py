@@ -11,8 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from harness import htmlreport, plots, runs
+from harness.analysis import runs
 from harness.errors import UserError
+from harness.report import html as htmlreport
+from harness.report import plots
 from tests.unit import runbuilder
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness import saturate, scenario
+from harness import scenario
+from harness.cli import saturate
 from harness.scenario import SaturateSpec
 
 CFG = SaturateSpec(start_rate=10, factor=2, max_rate=1000, p99_target=1.0, min_throughput_ratio=0.95)

@@ -1,9 +1,9 @@
 """The report with charts: ``report.md`` (charts linked from ``charts/*.png``) and a self-contained
 ``report.html`` (the same content, charts embedded), for one run or repeated runs of one scenario.
 
-Written at the end of every run (``harness.report.write`` calls :func:`write_run`) and by
-``durabench report RUN_DIR...``. Charts first (harness/plots.py), then tables: a headline table
-per engine with spread, a verdict line per engine, and the detail tables of harness/report.py.
+Written at the end of every run (``durabench run`` and ``analyze`` call :func:`write_run`) and by
+``durabench report RUN_DIR...``. Charts first (harness/report/plots/), then tables: a headline table
+per engine with spread, a verdict line per engine, and the detail tables of harness/report/markdown.py.
 Every table and chart states the scenario, durability profile, versions, machine and the limits
 of the embedded stand-ins. A pure function of the files of the runs.
 
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import report
+from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
 from harness.errors import UserError
-from harness.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
+from harness.report import markdown as report
+from harness.report.tables import md_table, text_table
 
 if TYPE_CHECKING:
-    from harness import plots
+    from harness.report import plots
 
 CHART_DIR = "charts"
 REPORT_MD = "report.md"
@@ -48,7 +49,7 @@ class Chart:
 
 def draw_charts(runs: list[Run], out_dir: Path) -> list[Chart]:
     """Every chart of plots.CHARTS as ``out_dir/charts/<name>.png`` (stale files of charts not drawn are removed)."""
-    from harness import plots  # matplotlib loads only when charts are drawn
+    from harness.report import plots  # matplotlib loads only when charts are drawn
 
     chart_dir = out_dir / CHART_DIR
     chart_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +230,7 @@ def _sections(md: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _context_block(runs: list[Run]) -> str:
-    from harness import plots
+    from harness.report import plots
 
     return "\n".join(f"<small>{line}</small>  " for line in plots.context_lines(runs, wrap=None)).rstrip()
 
@@ -253,7 +254,7 @@ def markdown(runs: list[Run], charts: list[Chart], chart_base: str = CHART_DIR) 
     if missing:
         out += ["Not drawn: " + "; ".join(f"{c.spec.title.lower()}: {c.reason}" for c in missing) + ".", ""]
     rows, how = headline_table(runs)
-    out += ["## Headline", "", report.md_table(rows), "",
+    out += ["## Headline", "", md_table(rows), "",
             how + " `dup steps`: steps that ran more than once (at-least-once re-execution of a step in flight at "
             "a crash); `replayed`: completed steps that ran again after the engine had moved past them (a lost "
             "checkpoint); recovery: from each fault to the completion of the last workflow it affected. "
@@ -422,7 +423,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out) if args.out else runs[0].path
     md_path, html_path = write_report(runs, out)
-    print(report.text_table([[cell.replace("**", "") for cell in row] for row in headline_table(runs)[0]]))
+    print(text_table([[cell.replace("**", "") for cell in row] for row in headline_table(runs)[0]]))
     print(f"\nreport: {html_path}\n        {md_path}", file=sys.stdout)
     return 0
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import procs
-from harness.driver import POLL_S, LiveView
 from harness.errors import UserError
 from harness.ledger import Ledger
-from harness.proxy import Proxy
+from harness.run.driver import POLL_S, LiveView
+from harness.run.proxy import Proxy
+from harness.run.services import Services
 from harness.scenario import LINK_FAULTS, STORE_FAULTS, FaultSpec, fault_targets
-from harness.services import Services
 from harness.supervisor import Supervisor
 
 

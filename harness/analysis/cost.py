@@ -14,15 +14,15 @@ A pure function of the raw files (``resources.jsonl``, ``store_counters.jsonl``,
   PostgreSQL's shared buffers count once).
 - **per 1,000 workflows**: the figure x 1000 / workflows completed (``completed``); **per workflow**
   and **per step** (completed x steps) for store counters.
-- **store counters**: increase in the interval across server restarts (harness/stores.py); the
+- **store counters**: increase in the interval across server restarts (harness/run/stores.py); the
   sampler's own probe queries are left out (Redis: one ``INFO`` per sample; Postgres: the probe
   and the floors use their own databases).
-- **durability tax** = per-step orchestration overhead (p50, harness/metrics.py) / the p50 round
+- **durability tax** = per-step orchestration overhead (p50, harness/analysis/metrics.py) / the p50 round
   trip of one durable write to the engine's store (floors: PostgreSQL INSERT commit for
   PostgreSQL-backed engines, Redis SET for Redis-backed ones, SQLite commit for Temporal, whose
   dev server keeps its state in SQLite). ``unloaded_tax`` uses the per-step overhead of the
   unloaded workflows (nothing queued); ``tax`` the measured load's. **roofline** = steps/s achieved
-  / the write rate the same store reached with N connections (harness/floors.py).
+  / the write rate the same store reached with N connections (harness/run/floors.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness import floors, resources, stores
+from harness.analysis import floors
+from harness.run import resources, stores
+from harness.run.floors import is_floor_record
 
 GAUGES = ("sqlite_bytes", "aof_current_size")  # sizes: last minus first, not counters
 STORE_OF_SERVICE = {"postgres": "postgres", "redis": "redis", "temporal": "sqlite"}
@@ -215,7 +217,7 @@ def analyze(edir: Path, history: list[dict[str, Any]], summary: dict[str, Any], 
     start = next((r["ns"] for r in history if r["ev"] == "load_start"), None)
     # the interval ends 1 s (statistics flush) after the load or the last step, whichever is later: a
     # drain that waits in vain for a lost workflow adds no idle time
-    work_end = max((r["ns"] for r in history if r["ev"] in ("load_end", "step_end") and not floors.is_floor_record(r)),
+    work_end = max((r["ns"] for r in history if r["ev"] in ("load_end", "step_end") and not is_floor_record(r)),
                    default=None)
     end = None if work_end is None else work_end + int(resources.STATS_FLUSH_S * 1e9)
     cost = analyze_cost(edir, start, summary.get("completed", 0), steps, end) if start is not None else None
@@ -299,7 +301,7 @@ def section(summary: dict[str, Any]) -> list[str]:
         lines.append("")
     if taxed:
         lines += [
-            "Floors were measured at the start of each engine's run on the same servers (harness/floors.py): the "
+            "Floors were measured at the start of each engine's run on the same servers (harness/run/floors.py): the "
             "round trip of one durable write to the engine's store (PostgreSQL: an autocommit INSERT; Valkey: a SET "
             "with the profile's AOF fsync; Temporal: a commit to a SQLite file beside the dev server's, with its "
             "pragmas), and the unloaded workflow (the same workflow, one at a time). **Durability tax** = per-step "

@@ -8,7 +8,7 @@ A :class:`Sampler` thread in the harness process (one per engine run) reads, abo
   descendants, followed across restarts) and the ``driver`` (the harness process itself: load
   driver, live view, nemesis, fault proxy, this sampler; plus any helper process it spawned that
   is not another component);
-- the store counters of every server (harness/stores.py).
+- the store counters of every server (harness/run/stores.py).
 
 CPU seconds of a tree are ``utime + stime + cutime + cstime`` summed over its live processes: a
 process that exited and was reaped inside the tree (a PostgreSQL backend, a Celery pool child)
@@ -21,11 +21,11 @@ Memory: ``rss_bytes`` is the sum of the resident set of the tree's processes (sh
 PostgreSQL's shared buffers, count once per process that touched them); ``pss_bytes`` the sum
 of proportional set sizes (shared pages divided among their users: the tree's real footprint).
 
-Raw files, one JSON object per line (rebuildable; the analysis is in harness/cost.py):
+Raw files, one JSON object per line (rebuildable; the analysis is in harness/analysis/cost.py):
 
 ``<engine>/resources.jsonl``       ``{"ns", "component", "cpu_s" (cumulative), "rss_bytes", "pss_bytes" (every
                                    5th sample, else null), "procs"}``
-``<engine>/store_counters.jsonl``  ``{"ns", "store", "counters": {...}}`` (harness/stores.py)
+``<engine>/store_counters.jsonl``  ``{"ns", "store", "counters": {...}}`` (harness/run/stores.py)
 ``<engine>/sampler.json``          the sampler's own cost: samples, interval, CPU seconds spent sampling
 """
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import stores
+from harness.run import stores
 
 RESOURCES_FILE = "resources.jsonl"
 COUNTERS_FILE = "store_counters.jsonl"
@@ -152,7 +152,7 @@ class Sampler:
         self.components.append(Component(name, roots, own_only))
 
     def add_services(self, services: Any) -> None:
-        """Every server of a ``harness.services.Services``, followed across restarts (``svc.proc``)."""
+        """Every server of a ``harness.run.services.Services``, followed across restarts (``svc.proc``)."""
         for name, svc in services.services.items():
             self.add(name, functools.partial(_current_pid, svc))
             probe = stores.probe_for(svc)

@@ -1,6 +1,6 @@
 """Store counters: the database work the engine's servers report about themselves.
 
-One probe per server, read by the resource sampler (harness/resources.py) about once a second.
+One probe per server, read by the resource sampler (harness/run/resources.py) about once a second.
 Each ``read()`` returns a JSON-able mapping of cumulative counters, or None when the server
 cannot be reached right now (restarted by a fault, partitioned): the sampler skips that sample.
 Counters restart from zero when their server restarts; the analysis accumulates across resets.
@@ -148,7 +148,7 @@ class TemporalProbe:
 
 
 def probe_for(service: Any) -> Probe | None:
-    """The probe of a harness ``Service`` (see harness/services.py), reaching it directly (never
+    """The probe of a harness ``Service`` (see harness/run/services.py), reaching it directly (never
     through the fault proxy, so a partition does not blind the sampler)."""
     if service.name == "postgres":
         return PostgresProbe(service.url.rsplit("/", 1)[0] + f"/{PROBE_DB}")

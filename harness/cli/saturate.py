@@ -1,7 +1,7 @@
 """``durabench saturate SCENARIO``: the maximum sustainable throughput of each engine on this machine.
 
 As OpenMessaging Benchmark does, the offered rate steps up until the engine no longer keeps up.
-Each step is a complete, ordinary run (``harness.runner.run``: fresh servers, workers, open-loop
+Each step is a complete, ordinary run (``harness.cli.run.run_and_analyze``: fresh servers, workers, open-loop
 load, drain, analysis) of the scenario's workload for one engine at one rate, with the scenario's
 faults and floors left out; its run directory sits under the saturate directory and can be
 analyzed, reported and compared like any other.
@@ -256,12 +256,13 @@ def saturate(sc: Scenario, cfg: SaturateSpec, out: Path, refine: int = 0, progre
              run: Callable[[Scenario, Path], Path] | None = None) -> Path:
     """Run the search for every engine of the scenario; returns the saturate directory."""
     if run is None:
-        from harness import runner
+        from harness.cli.run import run_and_analyze
+        from harness.run import runner
 
         runner.validate(sc)
 
         def run(step_sc: Scenario, runs_dir: Path) -> Path:
-            return runner.run(step_sc, runs_dir, progress=progress)
+            return run_and_analyze(step_sc, runs_dir, progress=progress)
 
     parent = results.new_run_dir(out, f"saturate-{sc.name}")
     runs_dir = parent / "runs"

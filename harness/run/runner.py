@@ -1,5 +1,5 @@
 """One run: for each engine in turn, provision, start workers, drive load, inject faults,
-drain, reconcile, stop everything; then analyze and report.
+drain, reconcile, stop everything. Analysis and the report follow (harness/cli/run.py).
 
 Engines run one after another on fresh servers (their own data directories), so no engine
 inherits another's state or competes with it for the two cores.
@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import floors, procs, registry, report, resources, results, services
+from harness import procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
-from harness.driver import Driver, LiveView, Progress
 from harness.errors import DurabenchError, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.nemesis import Nemesis, resolve_service
-from harness.proxy import Proxy
+from harness.run import floors, resources, services
+from harness.run.driver import Driver, LiveView, Progress
+from harness.run.nemesis import Nemesis, resolve_service
+from harness.run.proxy import Proxy
 from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario, VariantSpec
 from harness.supervisor import Supervisor
 
@@ -64,8 +65,6 @@ def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
         info = _run_engine(engine, key, scenario, run_dir, run_id, say, name, variant)
         manifest["engines"][key] = info
         results.write_json(run_dir / "manifest.json", manifest)
-    summary = results.analyze(run_dir)
-    report.write(run_dir, manifest, summary)
     return run_dir
 
 
@@ -176,7 +175,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
     nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
     view = LiveView(ctx.workload.steps, Follower(ctx.ledger_dir))
     sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
-    # -- cost and floors (harness/resources.py, harness/floors.py): sampler from here to the end
+    # -- cost and floors (harness/run/resources.py, harness/run/floors.py): sampler from here to the end
     sampler = None
     if scenario.resources.interval > 0:
         sampler = resources.for_run(ctx.work_dir, svc, sup, scenario.resources.interval, scenario.resources.pss)
@@ -199,7 +198,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
                               scenario.total_load_s)
             if sampler is not None:
-                sampler.sample()  # the cost interval starts here (harness/cost.py)
+                sampler.sample()  # the cost interval starts here (harness/analysis/cost.py)
             load = asyncio.create_task(driver.run())
             await driver.started.wait()
             faults = asyncio.create_task(nemesis.run(driver.t0_mono))

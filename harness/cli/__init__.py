@@ -19,76 +19,18 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 
-from harness import compare, htmlreport, registry, report, results, runs, saturate, scenario
+from harness.cli import run, saturate
+from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import UserError
-
-DEFAULT_OUT = Path("results")
+from harness.report import compare
+from harness.report import html as htmlreport
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn too
         raise UserError(f"{message} (see durabench {self.prog.split()[-1]} --help)")
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
-    if args.engines is not None and not engines:
-        raise UserError("--engines is empty; give a comma-separated list such as dbos,temporal")
-    return {"engines": engines, "duration": args.duration, "rate": args.rate, "workers": args.workers,
-            "durability": args.durability}
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness import runner
-
-    sc = scenario.load(args.scenario, _overrides(args))
-    run_dir = runner.run(sc, Path(args.out), progress=not args.quiet)
-    summary = results.read_json(run_dir / "summary.json")
-    print(report.text_table(report.headline_rows(summary)))
-    print(f"\nresults: {run_dir}\nreport:  {run_dir / 'report.md'}")
-    failed = [n for n, e in summary["engines"].items() if e.get("status") != "ok"]
-    if failed:
-        names = ", ".join(failed)
-        print(f"engines that failed to run: {names} (see their logs in {run_dir}/engines/)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_engines(args: argparse.Namespace) -> int:
-    rows = [["engine", "available", "needs", "description"]]
-    for name in registry.names():
-        engine = registry.load(name)
-        reason = engine.unavailable_reason()
-        rows.append([name, "yes" if reason is None else f"no: {reason}", ", ".join(engine.services) or "-",
-                     engine.description])
-    print(report.text_table(rows))
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from harness import runner
-
-    for path in args.scenarios:
-        sc = scenario.load(path)
-        try:
-            runner.validate(sc)
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
-        print(f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)")
-    return 0
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    manifest = results.load_manifest(run_dir)
-    summary = results.analyze(run_dir)
-    path = report.write(run_dir, manifest, summary)
-    print(report.text_table(report.headline_rows(summary)))
-    print(f"\nreport: {path}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a scenario against engines")
     p.add_argument("scenario")
     p.add_argument("--engines", help="comma-separated engine names (overrides the scenario)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results directory (default: results)")
+    p.add_argument("--out", default=str(run.DEFAULT_OUT), help="results directory (default: results)")
     p.add_argument("--duration", help="measured load duration, e.g. 30s")
     p.add_argument("--rate", type=float, help="offered rate, workflows/s")
     p.add_argument("--workers", type=int, help="worker processes per engine")
@@ -114,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
     htmlreport.register(sub)
     compare.register(sub)
-    runs.register(sub)
+    run.register_ls(sub)
     saturate.register(sub)
     return parser
 

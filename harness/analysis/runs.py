@@ -4,14 +4,13 @@ the notebooks (none of them reads a results file any other way).
 ``load_run(run_dir)`` gives a :class:`Run`: the manifest, the summary and, per engine, an
 :class:`EngineRun` whose history, traces, reconcile records and decoded histograms are read from
 disk the first time they are used. Per-workflow figures come from the checker's traces and the
-metric definitions of :mod:`harness.metrics`; nothing here defines a metric.
+metric definitions of :mod:`harness.analysis.metrics`; nothing here defines a metric.
 
 ``durabench ls [DIR]`` lists the runs under a results directory.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,7 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import checker, ledger, metrics, results
+from harness import ledger, results
+from harness.analysis import checker, metrics
 from harness.contract import EngineRecord
 from harness.errors import UserError
 
@@ -164,7 +164,7 @@ class EngineRun:
     def resources(self) -> pd.DataFrame | None:
         """Resource usage over time, or None when the run did not measure it (runs made before
         resource sampling existed). File: ``engines/<engine>/resources.jsonl``
-        (harness/resources.py), one record per sample and component:
+        (harness/run/resources.py), one record per sample and component:
         ``{"ns", "component", "cpu_s" (cumulative) or "cpu_percent", "rss_bytes", "pss_bytes"}``.
         Returns columns t_s, component, cpu_percent, rss_bytes, pss_bytes (NaN where not sampled)."""
         import pandas as pd
@@ -428,23 +428,3 @@ def _verdict(e: dict[str, Any]) -> str:
     if e.get("verdict") == "correct":
         return "correct"
     return f"violations ({e.get('lost', 0)} lost, {e.get('replayed_completed_steps', 0)} replayed)"
-
-
-def cmd_ls(args: argparse.Namespace) -> int:
-    from harness.report import text_table
-
-    root = Path(args.dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such results directory")
-    rows = ls_rows(root)
-    if len(rows) == 1:
-        print(f"{root}: no runs")
-        return 0
-    print(text_table(rows))
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("ls", help="list the runs in a results directory: scenario, engines, date, verdict")
-    p.add_argument("dir", nargs="?", default="results", help="results directory (default: results)")
-    p.set_defaults(func=cmd_ls)

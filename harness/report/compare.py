@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.runs import (
+    SUB_WINDOWS,
+    EngineRun,
+    Run,
+    check_repetitions,
+    load_group,
+    scenario_differences,
+    spread,
+)
 from harness.errors import UserError
-from harness.report import text_table
-from harness.runs import SUB_WINDOWS, EngineRun, Run, check_repetitions, load_group, scenario_differences, spread
+from harness.report.tables import text_table
 
 Getter = Callable[[dict[str, Any]], float | None]
 
@@ -192,7 +200,7 @@ def engine_table(sides: list[Side], engine: str) -> list[list[str]]:
 
 
 def side_lines(side: Side, base: Side, forced: list[str]) -> list[str]:
-    from harness import plots
+    from harness.report import plots
 
     first = side.runs[0]
     n = len(side.runs)
@@ -214,7 +222,7 @@ def side_lines(side: Side, base: Side, forced: list[str]) -> list[str]:
 
 
 def render(sides: list[Side], forced: list[str]) -> str:
-    from harness import plots
+    from harness.report import plots
 
     base = sides[0]
     out: list[str] = []

@@ -45,12 +45,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness import ledger as ledger_mod
-from harness import metrics, stores
-from harness.checker import traces
 from harness.contract import EngineClient, EngineContext, EngineRecord
-from harness.driver import Driver, LiveView
 from harness.ledger import Ledger
+from harness.results import save_reconcile, write_json
+from harness.run import stores
+from harness.run.driver import Driver, LiveView
 from harness.scenario import FloorsSpec, LoadSpec
 
 FLOORS_FILE = "floors.json"
@@ -259,14 +258,8 @@ def measure_stores(services: Any, endpoints: dict[str, str], settings: dict[str,
                                                         spec.iterations)
         except Exception as exc:  # a floor that cannot be measured must not fail the run
             data["errors"][name] = f"{type(exc).__name__}: {exc}"
-    _write(out_dir / FLOORS_FILE, data)
+    write_json(out_dir / FLOORS_FILE, data)
     return data
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    from harness.results import write_json
-
-    write_json(path, data)
 
 
 # ------------------------------------------------------------------ the unloaded workflow
@@ -277,8 +270,6 @@ Lookup = Callable[[Any, list[str], set[str]], Awaitable[dict[str, EngineRecord]]
 async def unloaded_workflows(ctx: EngineContext, client: EngineClient, view: LiveView, spec: FloorsSpec,
                              submit_timeout_s: float, seed: int, lookup: Lookup) -> int:
     """Run the scenario's workflow one at a time for ``spec.workflow_duration``; returns how many ran."""
-    from harness.results import save_reconcile
-
     fdir = ctx.work_dir / FLOORS_DIR
     (fdir / "history").mkdir(parents=True, exist_ok=True)
     load = LoadSpec(mode="closed", concurrency=1, warmup=0, duration=spec.workflow_duration,
@@ -289,56 +280,3 @@ async def unloaded_workflows(ctx: EngineContext, client: EngineClient, view: Liv
     ids = driver.submitted_ids()
     save_reconcile(fdir / "reconcile.json", await lookup(client, ids, set(view.completed)))
     return len(ids)
-
-
-# ------------------------------------------------------------------ analysis
-
-def spread_ms(values_us: list[int]) -> dict[str, Any]:
-    if not values_us:
-        return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
-    s = sorted(values_us)
-
-    def pct(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p / 100 * len(s)))] / 1000, 3)
-
-    return {"count": len(s), "mean": round(sum(s) / len(s) / 1000, 3), "p50": pct(50), "p90": pct(90),
-            "p99": pct(99), "max": round(s[-1] / 1000, 3)}
-
-
-def analyze(edir: Path, history: list[dict[str, Any]], steps: int) -> dict[str, Any] | None:
-    """The ``floors`` object of an engine's summary, from floors.json and the floor workflows."""
-    from harness.results import load_reconcile, read_json
-
-    path = edir / FLOORS_FILE
-    if not path.is_file():
-        return None
-    raw = read_json(path)
-    out: dict[str, Any] = {}
-    for store, figures in raw.get("stores", {}).items():
-        entry: dict[str, Any] = {}
-        for key, value in figures.items():
-            if key.endswith("_rtt_us"):
-                entry[key.removesuffix("_us") + "_ms"] = spread_ms(value)
-            else:
-                entry[key] = value
-        out[store] = entry
-    if raw.get("errors"):
-        out["errors"] = raw["errors"]
-    fdir = edir / FLOORS_DIR
-    driver_events = ledger_mod.read_dir(fdir / "history") if (fdir / "history").is_dir() else []
-    if any(r["ev"] == "load_start" for r in driver_events):
-        events = sorted(driver_events + [r for r in history if is_floor_record(r)], key=lambda r: r["ns"])
-        win = metrics.window(events)
-        win = metrics.Window(win.load_start_ns, win.start_ns, max(win.end_ns, events[-1]["ns"] + 1))
-        reconcile = load_reconcile(fdir / "reconcile.json")
-        trs = traces(events)
-        hists = metrics.latency_histograms(trs, reconcile, steps, win)
-        completed = sum(1 for tr in trs.values() if tr.ledger_completed_ns(steps) is not None)
-        out["workflow"] = {
-            "mode": "closed loop, 1 in flight (the scenario's workflow, unloaded)",
-            "submitted": len([t for t in trs.values() if t.intended_ns is not None]),
-            "completed": completed,
-            "e2e_latency_ms": metrics.summarize_ms(hists["e2e_latency"]),
-            "step_overhead_ms": metrics.summarize_ms(hists["step_overhead"]),
-        }
-    return out

@@ -1,15 +1,15 @@
 """The report: ``report.md`` in the run directory and the table printed in the terminal.
 
 Pure functions of the manifest and summary (``durabench analyze`` rebuilds both).
-Metric definitions are in harness/metrics.py; the report cites them.
+Metric definitions are in harness/analysis/metrics.py; the report cites them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from harness import cost
+from harness.analysis import cost
+from harness.report.tables import md_table
 
 LIMITS = (
     "The Temporal dev server is a single history shard on SQLite: its figures are a lower bound for a "
@@ -55,20 +55,6 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
             str(e["duplicated_steps"]), str(e["replayed_completed_steps"]), rec,
         ])
     return rows
-
-
-def text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def md_table(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(out)
 
 
 def _settings_line(engine: str, settings: dict[str, Any], restart_delay_s: float) -> str:
@@ -123,7 +109,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{_fmt(rd['max'], 2)} | {_fmt(f['all_done_s'], 2)} | {_fmt(f['throughput_recovered_s'])} | "
                 f"{_settings_line(name, settings, sc['workers']['restart_delay'])} |")
         lines.append("")
-    lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/cost.py)
+    lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/analysis/cost.py)
     lines += ["## Latency detail (ms)", "",
               "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -159,10 +145,3 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             lines.append(f"  - {svc}: {desc['version']}; " + ", ".join(f"{k}={v}" for k, v in desc["settings"].items()))
     lines += ["", "## Limits", ""] + [f"- {text}" for text in LIMITS] + [""]
     return "\n".join(lines)
-
-
-def write(run_dir: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> Path:
-    """report.md, report.html and charts/ of a run (harness/htmlreport.py puts render() beside the charts)."""
-    from harness import htmlreport  # imports matplotlib: only when a report is written
-
-    return htmlreport.write_run(run_dir, manifest, summary)

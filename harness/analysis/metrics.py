@@ -39,7 +39,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.checker import WorkflowTrace, reexecutions
+from harness.analysis.checker import WorkflowTrace, reexecutions
 from harness.contract import EngineRecord
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
