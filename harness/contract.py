@@ -115,7 +115,12 @@ class Engine(Protocol):
         ...
 
     def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
-        """The maintainers' recommended settings, sized against the workload; recorded in results."""
+        """The maintainers' recommended settings, sized against the workload; recorded in results.
+
+        Its keys are the setting names a scenario may override (``engine_settings``); any other name
+        is refused before a run starts, unless the adapter also lists it in an optional class
+        attribute ``optional_settings: ClassVar[tuple[str, ...]]`` (settings without a default,
+        read with ``settings.get``). See :func:`setting_keys`."""
         ...
 
     def versions(self) -> dict[str, str]:
@@ -134,3 +139,9 @@ class Engine(Protocol):
     async def open_client(self, ctx: EngineContext) -> EngineClient:
         """A connected client for the driver. Must not start workflows."""
         ...
+
+
+def setting_keys(engine: Engine, workload: Workload, workers: int) -> list[str]:
+    """Every setting name ``engine`` reads: its default settings and its ``optional_settings``."""
+    optional: tuple[str, ...] = tuple(getattr(engine, "optional_settings", ()))
+    return [*engine.default_settings(workload, workers), *(k for k in optional)]

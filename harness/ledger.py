@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
+
 LEDGER_SUFFIX = ".jsonl"
 
 
@@ -56,21 +58,54 @@ class Ledger:
         self._fd = None
 
 
+def read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Complete records of one ledger file, and whether its last line is torn (a writer killed
+    mid-write: no newline; skipped). A complete line that is not a JSON record is corruption no
+    crash produces: a UserError naming the file and line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    lines = data.split(b"\n")
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(lines[:-1]):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("ns"), int) or "ev" not in record:
+            raise UserError(f"{path}:{i + 1}: corrupt record (not a JSON object with ev and ns): "
+                            f"{line[:60]!r}; the history of this run is damaged (run the scenario again)")
+        out.append(record)
+    return out, bool(lines[-1].strip())
+
+
 def read_file(path: Path) -> Iterator[dict[str, Any]]:
     """Complete records of one ledger file; a torn last line (no newline) is skipped."""
-    data = path.read_bytes()
-    for line in data.split(b"\n")[:-1]:
-        if line.strip():
-            yield json.loads(line)
+    yield from read_records(path)[0]
 
 
 def read_dir(directory: Path) -> list[dict[str, Any]]:
     """All complete records of every ledger file in a directory, sorted by time."""
     records: list[dict[str, Any]] = []
     for path in sorted(Path(directory).glob(f"*{LEDGER_SUFFIX}")):
-        records.extend(read_file(path))
+        records.extend(read_records(path)[0])
     records.sort(key=lambda r: r["ns"])
     return records
+
+
+def torn_records(directory: Path) -> int:
+    """Ledger files of a directory whose last record is torn (a crash mid-write): each lost one record."""
+    torn = 0
+    for path in Path(directory).glob(f"*{LEDGER_SUFFIX}"):
+        with path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            if size:
+                fh.seek(size - 1)
+                torn += fh.read(1) != b"\n"
+    return torn
 
 
 class Follower:

@@ -89,20 +89,80 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+DERIVED_FILES = ("summary.json", "histograms.json", "checker.json")  # rebuilt by `durabench analyze`
+
+
+def read_json(path: Path, fix: str | None = None) -> Any:
+    """A JSON file of a run; a missing, unreadable, truncated or corrupt one is a UserError naming it
+    and the fix (derived files are rebuilt by `durabench analyze`; the others cannot be)."""
+    if fix is None:
+        run = path.parent if path.name == "summary.json" else path.parent.parent.parent
+        fix = (f"rebuild it with: durabench analyze {run}" if path.name in DERIVED_FILES
+               else "it is written during the run and cannot be rebuilt: run the scenario again")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: corrupt (not UTF-8 at byte {exc.start}); {fix}") from None
+    except json.JSONDecodeError as exc:
+        what = "truncated" if exc.pos >= len(raw.rstrip()) else "corrupt"
+        raise UserError(f"{path}: {what} JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {fix}") from None
+
+
+def _require(path: Path, data: Any, shape: dict[str, type | tuple[type, ...]], fix: str) -> None:
+    """Refuse JSON that parses but lacks the fields the readers need (a file edited or from elsewhere)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}; {fix}")
+    for dotted, kind in shape.items():
+        value: Any = data
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind):
+            raise UserError(f"{path}: field {dotted} is missing or not a {getattr(kind, '__name__', kind)}; {fix}")
+
+
+MANIFEST_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "scenario": dict, "scenario.name": str, "scenario.durability": str, "scenario.workload": dict,
+    "scenario.workload.steps": int, "scenario.load": dict, "engines": dict}
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "manifest.json"
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: not a durabench run directory (no such directory)")
     if not path.is_file():
         raise UserError(f"{run_dir}: not a durabench run directory (no manifest.json)")
     manifest: dict[str, Any] = read_json(path)
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if isinstance(version, int) and version > SCHEMA_VERSION:
         raise UserError(f"{run_dir}: results schema version {version} is newer than this durabench reads "
                         f"({SCHEMA_VERSION}); upgrade durabench (pip install -U durabench) to read it")
+    if not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: no valid schema_version (given {version!r}); not a manifest durabench wrote")
+    _require(path, manifest, MANIFEST_SHAPE, "the manifest is written during the run and cannot be rebuilt")
+    for name, info in manifest["engines"].items():
+        if not isinstance(info, dict):
+            raise UserError(f"{path}: engines.{name} is not an object; the manifest cannot be rebuilt")
     return manifest
+
+
+def load_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json of a run, checked for the fields every reader needs."""
+    path = Path(run_dir) / "summary.json"
+    fix = f"rebuild it with: durabench analyze {run_dir}"
+    if not path.is_file():
+        raise UserError(f"{path}: missing (the run did not finish?); {fix}")
+    summary: dict[str, Any] = read_json(path)
+    _require(path, summary, {"engines": dict}, fix)
+    for name, entry in summary["engines"].items():
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: engines.{name} is not an object; {fix}")
+    return summary
 
 
 def engine_dir(run_dir: Path, engine: str) -> Path:
@@ -116,7 +176,14 @@ def save_reconcile(path: Path, records: dict[str, EngineRecord]) -> None:
 def load_reconcile(path: Path) -> dict[str, EngineRecord]:
     if not path.is_file():
         return {}
-    return {wf: EngineRecord(**rec) for wf, rec in read_json(path).items()}
+    data = read_json(path)
+    fix = "it is written during the run and cannot be rebuilt: run the scenario again"
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of workflow ids, found {type(data).__name__}; {fix}")
+    try:
+        return {wf: EngineRecord(**rec) for wf, rec in data.items()}
+    except TypeError as exc:
+        raise UserError(f"{path}: a record is not in the reconcile format ({exc}); {fix}") from None
 
 
 def now_iso() -> str:

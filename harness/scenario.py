@@ -160,6 +160,40 @@ class FaultSpec(_Strict):
         return times
 
 
+class SloLimits(_Strict):
+    """Limits of one engine's results (docs/scenarios.md, ``slo``); a field left out is not judged."""
+
+    max_e2e_p99: Duration | None = None  # end-to-end latency p99
+    max_e2e_p99_9: Duration | None = None  # end-to-end latency p99.9
+    min_throughput_ratio: float | None = Field(None, ge=0, le=10)  # throughput / offered rate
+    max_recovery: Duration | None = None  # every fault: until every affected workflow finished
+    max_lost: int | None = Field(None, ge=0)
+    max_replayed: int | None = Field(None, ge=0)  # replayed completed steps
+    max_duplicated: int | None = Field(None, ge=0)  # duplicated steps
+
+    def over(self, base: SloLimits) -> SloLimits:
+        """These limits, with the fields left out taken from ``base``."""
+        return base.model_copy(update={k: v for k, v in self if v is not None})
+
+
+class SloSpec(_Strict):
+    """Service-level objectives judged by ``--fail-on slo`` (harness gates): ``all`` for every
+    engine, ``engines.<name>`` over it for one engine (and its variants)."""
+
+    all: SloLimits = SloLimits()
+    engines: dict[str, SloLimits] = {}
+
+    def limits_for(self, result_name: str) -> SloLimits:
+        """The limits of one result (``dbos``, or ``dbos@variant`` in a sweep)."""
+        engine = result_name.split("@", 1)[0].split("#", 1)[0]
+        own = self.engines.get(result_name) or self.engines.get(engine)
+        return own.over(self.all) if own is not None else self.all
+
+    @property
+    def empty(self) -> bool:
+        return not any(v is not None for limits in (self.all, *self.engines.values()) for _, v in limits)
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -176,10 +210,15 @@ class Scenario(_Strict):
     floors: FloorsSpec = FloorsSpec()
     resources: ResourcesSpec = ResourcesSpec()
     saturate: SaturateSpec = SaturateSpec()
+    slo: SloSpec = SloSpec()
     overrides: dict[str, Any] = Field(default_factory=dict, description="command-line overrides applied")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
+        _check_unique_engines(self.engines)
+        for name in self.slo.engines:
+            if name not in self.engines:
+                raise _FieldError(f"slo.engines.{name}", f"one of the scenario's engines {self.engines}", name)
         end = self.load.warmup + self.load.duration
         for i, fault in enumerate(self.faults):
             target = fault.resolved_target
@@ -251,6 +290,15 @@ class _FieldError(ValueError):
         self.path, self.expected, self.given = path, expected, given
 
 
+def _check_unique_engines(engines: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(engines):
+        if name in seen:
+            raise _FieldError(f"engines.{i}", f"each engine once (to run one several times: --repeat N); {name!r} "
+                              f"is listed twice in {engines}", name)
+        seen.add(name)
+
+
 def _check_server_settings(path: str, settings: dict[str, dict[str, ServerValue]]) -> None:
     for svc in settings:
         if svc not in SETTABLE_SERVICES:
@@ -319,14 +367,51 @@ def parse(data: Any, source: str, overrides: dict[str, Any] | None = None) -> Sc
         raise ScenarioError(_describe_error(source, exc)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: construct_mapping below reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.start_mark.line + 1}); "
+                    "give each key once", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
+def read_text(path: Path, what: str = "scenario file") -> str:
+    """The text of a UTF-8 file, or a UserError saying why it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            f"a {what} is YAML text: save it as UTF-8") from None
+
+
 def load(path: Path | str, overrides: dict[str, Any] | None = None) -> Scenario:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such scenario file (the shipped ones are in scenarios/)")
+        what = "is a directory, not a scenario file" if path.is_dir() else "no such scenario file"
+        raise UserError(f"{path}: {what} (the shipped ones are in scenarios/)")
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        where = f"{mark.line + 1}:" if mark is not None else ""
+        raise ScenarioError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: YAML nested too deeply") from None
     return parse(data, str(path), overrides)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import floors
+from harness.errors import UserError
 from harness.run import resources, stores
 from harness.run.floors import is_floor_record
 
@@ -164,7 +165,11 @@ def analyze_cost(edir: Path, load_start_ns: int, completed: int, steps: int,
         if g is not None:
             g["cpu_s_per_1000_workflows"] = _per(g["cpu_s"], completed, 1000)
     sampler_path = edir / resources.SAMPLER_FILE
-    sampler = json.loads(sampler_path.read_text()) if sampler_path.is_file() else None
+    try:
+        sampler = json.loads(sampler_path.read_text()) if sampler_path.is_file() else None
+    except ValueError:
+        raise UserError(f"{sampler_path}: corrupt JSON; remove it to analyze the run without the sampler's "
+                        "own figures") from None
     cost: dict[str, Any] = {
         "interval_s": round(interval, 3),
         "workflows": completed,

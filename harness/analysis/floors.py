@@ -9,6 +9,7 @@ from typing import Any
 from harness import ledger as ledger_mod
 from harness.analysis import metrics
 from harness.analysis.checker import traces
+from harness.errors import UserError
 from harness.results import load_reconcile, read_json
 from harness.run.floors import FLOORS_DIR, FLOORS_FILE, is_floor_record
 
@@ -30,7 +31,10 @@ def analyze(edir: Path, history: list[dict[str, Any]], steps: int) -> dict[str, 
     path = edir / FLOORS_FILE
     if not path.is_file():
         return None
-    raw = read_json(path)
+    raw = read_json(path, fix="remove it to analyze the run without floors")
+    if not isinstance(raw, dict) or not isinstance(raw.get("stores", {}), dict):
+        raise UserError(f"{path}: not in the floors format (an object with stores); remove it to analyze the run "
+                        "without floors")
     out: dict[str, Any] = {}
     for store, figures in raw.get("stores", {}).items():
         entry: dict[str, Any] = {}

@@ -99,7 +99,13 @@ class EngineRun:
         if not path.is_file():
             raise UserError(f"{path}: missing; rebuild the derived files with: durabench analyze {self.run_dir}")
         data = results.read_json(path)
-        return {name: metrics.decode(text) for name, text in data["histograms"].items()}
+        fix = f"rebuild it with: durabench analyze {self.run_dir}"
+        if not isinstance(data, dict) or not isinstance(data.get("histograms"), dict):
+            raise UserError(f"{path}: no histograms object; {fix}")
+        try:
+            return {name: metrics.decode(text) for name, text in data["histograms"].items()}
+        except Exception as exc:  # hdrh raises bare ValueError/TypeError/zlib.error on bad input
+            raise UserError(f"{path}: histogram {exc.__class__.__name__} while decoding ({exc}); {fix}") from None
 
     def seconds(self, ns: int | None) -> float | None:
         """Seconds from the load start (the origin of every time axis)."""
@@ -243,10 +249,7 @@ def load_run(run_dir: Path | str) -> Run:
     """Read a run directory (refuses a newer schema, or a run without its derived files)."""
     path = Path(run_dir)
     manifest = results.load_manifest(path)
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        raise UserError(f"{path}: no summary.json (the run did not finish?); rebuild it with: durabench analyze {path}")
-    return make_run(path, manifest, results.read_json(summary_path))
+    return make_run(path, manifest, results.load_summary(path))
 
 
 def make_run(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> Run:
@@ -407,8 +410,11 @@ def ls_rows(root: Path | str) -> list[list[str]]:
         summary_path = path / "summary.json"
         engines = list(manifest.get("engines") or manifest["scenario"].get("engines", []))
         if summary_path.is_file():
-            summary = results.read_json(summary_path)["engines"]
-            verdict = ", ".join(f"{n}: {_verdict(summary.get(n, {}))}" for n in engines)
+            try:
+                summary = results.load_summary(path)["engines"]
+                verdict = ", ".join(f"{n}: {_verdict(summary.get(n, {}))}" for n in engines)
+            except UserError as exc:
+                verdict = str(exc)
         else:
             verdict = "not analyzed (durabench analyze)"
         rows.append([

@@ -58,6 +58,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "completions_per_s": metrics.completions_per_second(trs, reconcile, steps, win.load_start_ns),
         "recovery": faults,
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
+        "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
         "settings": info.get("settings", {}),
     }
     summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax

@@ -137,6 +137,9 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             f"{_fmt(e['offered_rate_per_s'])}/s, achieved {_fmt(e['achieved_rate_per_s'])}/s; completion times "
             f"from {e['completion_source']}; {e['worker_restarts']} worker restarts.{behind}"
             + (f" Error: {e['error']}" if e.get("error") else ""))
+        if e.get("torn_ledger_records"):
+            lines.append(f"  - {e['torn_ledger_records']} ledger record(s) torn by a crash mid-write (a partial last "
+                         "line) were skipped: the history is complete up to them.")
     lines += ["", "## Engine settings and versions", ""]
     for name, info in manifest["engines"].items():
         versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
 from harness.run import stores
 
 RESOURCES_FILE = "resources.jsonl"
@@ -288,7 +289,11 @@ def read_series(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_bytes().split(b"\n")[:-1]:
+    for i, line in enumerate(path.read_bytes().split(b"\n")[:-1]):
         if line.strip():
-            out.append(json.loads(line))
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{path}:{i + 1}: corrupt record {line[:60]!r}; remove the file to analyze the run "
+                                "without resource figures") from None
     return out

@@ -72,7 +72,13 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
     """Checks that need the engines: names, and the services fault targets refer to."""
     registry.check_names(scenario.engines)
     engines = {name: registry.load(name) for name in scenario.engines}
+    workload = scenario.workload.to_workload()
     for name, engine in engines.items():
+        registry.check_settings(engine, scenario.engine_settings.get(name, {}), workload, scenario.workers.count,
+                                f"engine_settings.{name}")
+        for i, variant in enumerate(scenario.variants):
+            registry.check_settings(engine, variant.engine_settings.get(name, {}), workload, scenario.workers.count,
+                                    f"variants.{i}.engine_settings.{name}")
         for fault in scenario.faults:
             if fault.kind in STORE_FAULTS + LINK_FAULTS:
                 resolve_service(fault.resolved_target, engine.services, name)

@@ -82,7 +82,7 @@ def test_file_errors(tmp_path: Path) -> None:
         scenario.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match="is not valid YAML"):
+    with pytest.raises(ScenarioError, match="not valid YAML"):
         scenario.load(bad)
     top = tmp_path / "list.yaml"
     top.write_text("- 1\n")
