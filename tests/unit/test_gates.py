@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness import gates, junit
+from harness.analysis import gates
 from harness.errors import UserError
+from harness.report import junit
 from harness.scenario import ScenarioError, SloSpec, parse
 
 
@@ -143,7 +144,7 @@ def test_junit_one_testcase_per_engine_and_gate(tmp_path: Path) -> None:
     suite = root.find("testsuite")
     assert suite is not None and suite.get("name") == "quick"
     cases = {(c.get("classname"), c.get("name")): c for c in suite.iter("testcase")}
-    assert len(cases) == len(results) == 4 + 4 + 1  # ran, violations, 2 slo limits for dbos and celery; ran for temporal
+    assert len(cases) == len(results) == 4 + 4 + 1  # ran, violations, 2 slo limits for 2 engines; ran for temporal
     assert cases[("durabench.quick.celery", "slo.max_e2e_p99")].find("failure") is not None
     assert cases[("durabench.quick.dbos", "slo.max_e2e_p99")].find("failure") is None
     assert cases[("durabench.quick.temporal", "ran")].find("error") is not None

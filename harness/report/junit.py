@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.analysis.gates import GateResult
 from harness.errors import UserError
-from harness.gates import GateResult
 
 
 def document(results: Sequence[GateResult], suite: str, timestamp: str) -> ET.ElementTree:
