@@ -75,8 +75,8 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if not isinstance(record, dict) or not isinstance(record.get("ns"), int) or "ev" not in record:
-            raise UserError(f"{path}:{i + 1}: corrupt record (not a JSON object with ev and ns): "
+        if not isinstance(record, dict) or not isinstance(record.get("ns"), int):
+            raise UserError(f"{path}:{i + 1}: corrupt record (not a JSON object with an integer ns): "
                             f"{line[:60]!r}; the history of this run is damaged (run the scenario again)")
         out.append(record)
     return out, bool(lines[-1].strip())

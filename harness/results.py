@@ -19,6 +19,7 @@ Format history (bump SCHEMA_VERSION on any incompatible change and add a line he
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def new_run_dir(out: Path, scenario_name: str) -> Path:
     """Create a fresh run directory; an existing one is never reused."""
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1000):
         path = out / (f"{stamp}-{scenario_name}" + (f"-{n}" if n else ""))
@@ -48,6 +49,18 @@ def new_run_dir(out: Path, scenario_name: str) -> Path:
         except FileExistsError:
             continue
     raise UserError(f"{out}: could not create a new run directory")
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Create the results directory ``out`` (and parents) or refuse it in one line."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out}: is a file, not a directory; give a directory for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: cannot create the results directory: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {out}: not writable; give a directory you can write to")
 
 
 def machine_facts() -> dict[str, Any]:

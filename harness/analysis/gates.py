@@ -116,9 +116,9 @@ class _Limit:
 
 
 LIMITS = (
-    _Limit("max_e2e_p99", "e2e p99", lambda s: _latency_s(s, "p99"), True, False, "s",
+    _Limit("max_e2e_p99", "e2e p99", lambda s: _latency_s(s, "p99"), True, False, "ms",
            "no workflow completed in the measured window"),
-    _Limit("max_e2e_p99_9", "e2e p99.9", lambda s: _latency_s(s, "p99.9"), True, False, "s",
+    _Limit("max_e2e_p99_9", "e2e p99.9", lambda s: _latency_s(s, "p99.9"), True, False, "ms",
            "no workflow completed in the measured window"),
     _Limit("min_throughput_ratio", "throughput / offered", _throughput_ratio, False, False, "",
            "closed-loop load has no offered rate"),
@@ -132,9 +132,14 @@ LIMITS = (
 
 
 def _fmt(value: float, unit: str) -> str:
+    """``value`` is in seconds for a unit ``s`` or ``ms`` (shown in that unit), else a plain number."""
     if math.isinf(value):
         return "never (a workflow it affected did not finish)"
-    return f"{value:.4g}{unit}" if unit or value != int(value) else f"{value:.0f}"
+    if unit == "ms":
+        return f"{value * 1000:.4g} ms"
+    if unit == "s":
+        return f"{value:.4g} s"
+    return f"{value:.4g}"
 
 
 def _judge(limit: _Limit, bound: float, sums: list[dict[str, Any]], engine: str) -> GateResult:

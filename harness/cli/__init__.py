@@ -33,10 +33,26 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see durabench {self.prog.split()[-1]} --help)")
 
 
+EXIT_CODES_HELP = """exit codes:
+  0    pass (every engine ran; every gate of --fail-on passed)
+  1    a gate of --fail-on failed (violations: checker anomalies; slo: a limit of the scenario's slo block)
+  2    user error: bad input (scenario, flags, paths, run directory), one line on stderr
+  3    an engine failed to run (its logs are in the run directory)
+  130  interrupted (Ctrl-C or SIGTERM); every server and worker durabench started is stopped"""
+
+
+def _gate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fail-on", metavar="GATES",
+                   help="exit 1 when a gate fails: violations (checker anomalies: lost, unexpected, missing, "
+                        "duplicated or replayed steps), slo (the scenario's slo limits); e.g. violations,slo")
+    p.add_argument("--junit", metavar="FILE", help="write the gates as JUnit XML (one test case per engine and gate)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="durabench", description="Benchmark durable workflow engines under faults.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("run", help="run a scenario against engines")
+    p = sub.add_parser("run", help="run a scenario against engines", epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario")
     p.add_argument("--engines", help="comma-separated engine names (overrides the scenario)")
     p.add_argument("--out", default=str(run.DEFAULT_OUT), help="results directory (default: results)")
@@ -45,14 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes per engine")
     p.add_argument("--durability", help="strict | relaxed | volatile")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--repeat", type=int, metavar="N",
+                   help="run every engine N times, interleaved (A B A B ...); the report shows medians with min-max")
+    _gate_flags(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("engines", help="list installed engine adapters and what each needs")
     p.set_defaults(func=cmd_engines)
     p = sub.add_parser("check", help="validate scenario files without running them")
     p.add_argument("scenarios", nargs="+")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("analyze", help="rebuild summary and report of a run from its files")
-    p.add_argument("run_dir")
+    p = sub.add_parser("analyze", help="rebuild summary and report of a run from its files; re-judge its gates",
+                       epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run directory, or a directory of repeated runs (run --repeat N)")
+    _gate_flags(p)
     p.set_defaults(func=cmd_analyze)
     htmlreport.register(sub)
     compare.register(sub)

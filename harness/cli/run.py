@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry, results, scenario
-from harness.analysis import runs
+from harness.analysis import gates, runs
 from harness.analysis import summary as analysis_summary
 from harness.errors import UserError
 from harness.report import html as htmlreport
+from harness.report import junit
 from harness.report.markdown import headline_rows
 from harness.report.tables import text_table
-from harness.scenario import Scenario
+from harness.scenario import Scenario, SloSpec
 
 DEFAULT_OUT = Path("results")
+MAX_REPEAT = 100
 
 
 def run_and_analyze(sc: Scenario, out: Path, progress: bool = True) -> Path:
@@ -41,18 +43,70 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
             "durability": args.durability}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    sc = scenario.load(args.scenario, _overrides(args))
-    run_dir = run_and_analyze(sc, Path(args.out), progress=not args.quiet)
-    summary = results.read_json(run_dir / "summary.json")
-    print(text_table(headline_rows(summary)))
-    print(f"\nresults: {run_dir}\nreport:  {run_dir / 'report.md'}")
-    failed = [n for n, e in summary["engines"].items() if e.get("status") != "ok"]
-    if failed:
-        names = ", ".join(failed)
-        print(f"engines that failed to run: {names} (see their logs in {run_dir}/engines/)", file=sys.stderr)
+def _repeat(value: int | None) -> int:
+    if value is None:
         return 1
-    return 0
+    if not 1 <= value <= MAX_REPEAT:
+        raise UserError(f"--repeat {value}: expected a number of repetitions from 1 to {MAX_REPEAT}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    fail_on = gates.parse_fail_on(args.fail_on)
+    repeat = _repeat(args.repeat)
+    sc = scenario.load(args.scenario, _overrides(args))
+    gates.require_slo(sc.slo, fail_on, args.scenario)
+    out = Path(args.out)
+    results.check_out_dir(out)
+    if args.junit:
+        junit.check_path(Path(args.junit))
+    from harness.run import runner  # engine client libraries load only when a run starts
+
+    try:
+        runner.validate(sc)
+    except UserError as exc:
+        raise UserError(f"{args.scenario}: {exc}") from None
+    group, run_dirs = runner.run_repeated(sc, out, repeat, progress=not args.quiet)
+    summaries = _analyze_and_report(group, run_dirs)
+    print(f"\nresults: {group}\nreport:  {group / htmlreport.REPORT_MD}")
+    return _judge(summaries, sc.slo, fail_on, args.junit, sc.name, group)
+
+
+def _analyze_and_report(group: Path, run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """summary.json of every run, then the report (of the repetitions together when there are several)."""
+    summaries = [analysis_summary.analyze(d) for d in run_dirs]
+    if len(run_dirs) == 1:
+        htmlreport.write_run(run_dirs[0], results.load_manifest(run_dirs[0]), summaries[0])
+        print(text_table(headline_rows(summaries[0])))
+        return summaries
+    group_runs = [runs.make_run(d, results.load_manifest(d), s) for d, s in zip(run_dirs, summaries, strict=True)]
+    htmlreport.write_report(group_runs, group)
+    rows, how = htmlreport.headline_table(group_runs)
+    print(text_table([[cell.replace("**", "") for cell in row] for row in rows]))
+    print(how)
+    return summaries
+
+
+def _judge(summaries: list[dict[str, Any]], slo: SloSpec, fail_on: list[str], junit_path: str | None,
+           suite: str, where: Path) -> int:
+    """Print the gates of --fail-on, write --junit, and return the exit code (harness/analysis/gates.py)."""
+    judged = gates.evaluate(summaries, slo, fail_on)
+    if fail_on:
+        print(f"\ngates (--fail-on {','.join(fail_on)}):")
+        print("\n".join(gates.lines(judged)))
+    failed = [r.engine for r in judged if r.gate == "ran" and r.outcome == "error"]
+    if failed:
+        print(f"engines that failed to run: {', '.join(failed)} (see their logs in {where}/**/engines/)",
+              file=sys.stderr)
+    if junit_path:
+        junit.write(Path(junit_path), judged, suite, results.now_iso())
+        print(f"junit:   {junit_path}")
+    code = gates.exit_code(judged)
+    if fail_on:
+        verdict = {gates.EXIT_PASS: "PASS", gates.EXIT_GATE_FAILED: "FAIL: a gate failed",
+                   gates.EXIT_ENGINE_FAILED: "FAIL: an engine failed to run"}[code]
+        print(f"gates: {verdict} (exit code {code})")
+    return code
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -80,13 +134,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    manifest = results.load_manifest(run_dir)
-    summary = analysis_summary.analyze(run_dir)
-    path = htmlreport.write_run(run_dir, manifest, summary)
-    print(text_table(headline_rows(summary)))
-    print(f"\nreport: {path}")
-    return 0
+    fail_on = gates.parse_fail_on(args.fail_on)
+    target = Path(args.run_dir)
+    if args.junit:
+        junit.check_path(Path(args.junit))
+    if runs.is_run_dir(target) or not target.is_dir():
+        run_dirs = [target]
+    else:  # a directory of repeated runs (durabench run --repeat N)
+        run_dirs = runs.find_runs(target)
+        if not run_dirs:
+            raise UserError(f"{target}: not a durabench run directory and holds no runs (no manifest.json)")
+    manifests = [results.load_manifest(d) for d in run_dirs]
+    slo = gates.slo_of(manifests[0]["scenario"])
+    gates.require_slo(slo, fail_on, f"the scenario of {target}")
+    summaries = _analyze_and_report(target, run_dirs)
+    print(f"\nreport: {target / htmlreport.REPORT_MD}")
+    return _judge(summaries, slo, fail_on, args.junit, str(manifests[0]["scenario"]["name"]), target)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -261,7 +261,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UserError(f"{problems[0]}{' (and more)' if len(problems) > 1 else ''}: such runs are not comparable; "
                         "pass --force to compare them anyway, labelled as mismatched")
     print(render(sides, problems))
-    return 0
+    if not args.fail_on_regression:
+        return 0
+    found = regressions(sides)
+    if not found:
+        print(f"\nno regression beyond spread against {sides[0].label} (--fail-on-regression: pass)")
+        return 0
+    print(f"\nregressions beyond both sides' spread (--fail-on-regression: FAIL, exit code {EXIT_REGRESSION}):")
+    print("\n".join(f"  {line}" for line in found))
+    return EXIT_REGRESSION
+
+
+EXIT_REGRESSION = 1
+
+
+def regressions(sides: list[Side]) -> list[str]:
+    """Every figure where a side is worse than the baseline beyond both sides' spread (the ``*`` of the
+    tables, in the bad direction): ``B dbos e2e p99 ms: 120 [110-130] vs A 80 [75-85]``. Counts and
+    recovery times of single runs have no spread and never count; an engine only one side ran is a
+    regression too (it did not run)."""
+    base = sides[0]
+    out: list[str] = []
+    engines = list(dict.fromkeys(n for side in sides for run in side.runs for n in run.engines))
+    for side in sides[1:]:
+        for engine in engines:
+            if base.engine_runs(engine) and not side.engine_runs(engine):
+                out.append(f"{side.label} {engine}: did not run (it ran in {base.label})")
+                continue
+            for metric in METRICS:
+                a = base.figure(engine, metric.get, metric.windowed)
+                b = side.figure(engine, metric.get, metric.windowed)
+                if a is None or b is None or not (a[3] and b[3]):
+                    continue
+                worse = b[2] < a[0] if metric.higher_is_better else b[0] > a[2]
+                if worse:
+                    out.append(f"{side.label} {engine} {metric.label}: {_cell(b)} vs {base.label} {_cell(a)}")
+    return out
 
 
 def register(sub: Any) -> None:
@@ -270,4 +305,7 @@ def register(sub: Any) -> None:
                    help="run directories, or directories of repeated runs (pooled); the first is the baseline")
     p.add_argument("--force", action="store_true",
                    help="compare runs with different durability profiles or scenarios (labelled as mismatched)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help=f"exit {EXIT_REGRESSION} when a side is worse than the baseline beyond both sides' spread "
+                        "(for CI between two versions of an engine)")
     p.set_defaults(func=cmd_compare)

@@ -37,35 +37,55 @@ SETTLE_POLL_S = 0.2
 
 def run(scenario: Scenario, out: Path, progress: bool = True) -> Path:
     """Run a scenario on every engine it names; returns the run directory."""
+    return run_repeated(scenario, out, 1, progress)[1][0]
+
+
+def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = True) -> tuple[Path, list[Path]]:
+    """Run every engine ``repeat`` times, interleaved (A B A B ...: machine noise spreads evenly over
+    the engines). Each repetition is an ordinary run directory; with ``repeat`` > 1 they sit in one
+    directory of repeated runs (``<out>/<stamp>-<scenario>-x<N>/``, what ``report`` and ``compare``
+    pool) and their manifests say ``repetition: {index, of}``. Returns (group directory, run
+    directories); without repetitions the group directory is the run directory."""
     engines = validate(scenario)
     for name, engine in engines.items():
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
     procs.reap_leftovers()
-    run_dir = results.new_run_dir(out, scenario.name)
-    run_id = uuid.uuid4().hex[:8]  # short: it goes into queue names, database names and socket paths
-    manifest: dict[str, Any] = {
+    group = out if repeat == 1 else results.new_run_dir(out, f"{scenario.name}-x{repeat}")
+    runs = []
+    for index in range(1, repeat + 1):
+        run_dir = results.new_run_dir(group, scenario.name if repeat == 1 else f"{scenario.name}-rep{index}")
+        manifest = _manifest(scenario, run_dir)
+        if repeat > 1:
+            manifest["repetition"] = {"index": index, "of": repeat}
+        results.write_json(run_dir / "manifest.json", manifest)
+        runs.append((run_dir, manifest))
+    say = Progress(progress)
+    for index, (run_dir, manifest) in enumerate(runs, 1):
+        rep = f" (repetition {index} of {repeat})" if repeat > 1 else ""
+        for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
+            engine = registry.load(name) if variant is not None or index > 1 else engines[name]
+            say.tick(functools.partial(str, f"[{key}] starting servers and workers{rep}"), force=True)
+            info = _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant)
+            manifest["engines"][key] = info
+            results.write_json(run_dir / "manifest.json", manifest)
+    return (runs[0][0] if repeat == 1 else group), [r for r, _ in runs]
+
+
+def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
+    return {
         "schema_version": results.SCHEMA_VERSION,
         "run_id": run_dir.name,
         "created_at": results.now_iso(),
         "scenario": scenario.model_dump(),
         "durability": scenario.durability,
         "seed": scenario.seed,
-        "short_id": run_id,
+        "short_id": uuid.uuid4().hex[:8],  # short: it goes into queue names, database names and socket paths
         "harness": {"version": _version(), "git_revision": results.git_revision(), "python": sys.version.split()[0]},
         "machine": results.machine_facts(),
         "engines": {},
     }
-    results.write_json(run_dir / "manifest.json", manifest)
-    say = Progress(progress)
-    for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
-        engine = engines[name] if variant is None else registry.load(name)
-        say.tick(functools.partial(str, f"[{key}] starting servers and workers"), force=True)
-        info = _run_engine(engine, key, scenario, run_dir, run_id, say, name, variant)
-        manifest["engines"][key] = info
-        results.write_json(run_dir / "manifest.json", manifest)
-    return run_dir
 
 
 def validate(scenario: Scenario) -> dict[str, Engine]:

@@ -47,7 +47,7 @@ def test_limits_met_pass_and_exceeded_fail() -> None:
     assert outcome[("celery", "slo.max_e2e_p99_9")] == "pass"
     assert gates.exit_code(results) == gates.EXIT_GATE_FAILED
     failed = next(r for r in results if (r.engine, r.gate) == ("celery", "slo.max_e2e_p99"))
-    assert "0.4s" in failed.message and "0.15s" in failed.message
+    assert "400 ms" in failed.message and "150 ms" in failed.message
 
 
 def test_per_engine_limits_override_all() -> None:
