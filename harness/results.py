@@ -123,8 +123,8 @@ def read_json(path: Path, fix: str | None = None) -> Any:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: corrupt (not UTF-8 at byte {exc.start}); {fix}") from None
     except json.JSONDecodeError as exc:
-        what = "truncated" if exc.pos >= len(raw.rstrip()) else "corrupt"
-        raise UserError(f"{path}: {what} JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {fix}") from None
+        raise UserError(f"{path}: corrupt or truncated JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                        f"{fix}") from None
 
 
 def _require(path: Path, data: Any, shape: dict[str, type | tuple[type, ...]], fix: str) -> None:

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except UserError as exc:
-        print(f"durabench: error: {exc}", file=sys.stderr)
+        print(f"durabench: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("durabench: interrupted; every server and worker it started has been stopped", file=sys.stderr)

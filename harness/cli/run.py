@@ -56,16 +56,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     repeat = _repeat(args.repeat)
     sc = scenario.load(args.scenario, _overrides(args))
     gates.require_slo(sc.slo, fail_on, args.scenario)
-    out = Path(args.out)
-    results.check_out_dir(out)
-    if args.junit:
-        junit.check_path(Path(args.junit))
     from harness.run import runner  # engine client libraries load only when a run starts
 
     try:
         runner.validate(sc)
     except UserError as exc:
         raise UserError(f"{args.scenario}: {exc}") from None
+    if args.junit:
+        junit.check_path(Path(args.junit))
+    out = Path(args.out)
+    results.check_out_dir(out)
     group, run_dirs = runner.run_repeated(sc, out, repeat, progress=not args.quiet)
     summaries = _analyze_and_report(group, run_dirs)
     print(f"\nresults: {group}\nreport:  {group / htmlreport.REPORT_MD}")

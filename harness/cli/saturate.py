@@ -328,6 +328,9 @@ def cmd_saturate(args: argparse.Namespace) -> int:
         raise UserError(f"bad saturate setting: {str(exc).splitlines()[-1].strip()}") from None
     if cfg.start_rate > cfg.max_rate:
         raise UserError(f"--start-rate {cfg.start_rate:g} is above --max-rate {cfg.max_rate:g}")
+    if args.refine < 0:
+        raise UserError(f"--refine {args.refine}: expected a number of bisection steps >= 0")
+    results.check_out_dir(Path(args.out))
     parent = saturate(sc, cfg, Path(args.out), refine=args.refine, progress=not args.quiet)
     print((parent / SATURATE_MD).read_text().split("\n## Steps")[0].rstrip())
     print(f"\nsaturate: {parent / SATURATE_JSON}")
