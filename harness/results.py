@@ -13,7 +13,8 @@ Layout (docs/results.md documents every field)::
 
 Format history (bump SCHEMA_VERSION on any incompatible change and add a line here):
 
-1. first format.
+1. first format. Additions that version-1 readers ignore (no bump): ``manifest.repetition``
+   (``durabench run --repeat N``), ``manifest.scenario.slo``, ``summary.engines.<e>.torn_ledger_records``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
 """The ``durabench`` command line.
 
     durabench run SCENARIO [--engines a,b] [--out DIR] [--duration 20s] [--rate N] [--workers K]
-                           [--durability strict|relaxed|volatile] [--quiet]
+                           [--durability strict|relaxed|volatile] [--quiet] [--repeat N]
+                           [--fail-on violations,slo] [--junit FILE]
     durabench engines
     durabench check SCENARIO...
-    durabench analyze RUN_DIR
+    durabench analyze RUN_DIR [--fail-on violations,slo] [--junit FILE]
     durabench report RUN_DIR... [--out DIR]
-    durabench compare RUN_DIR RUN_DIR... [--force]
+    durabench compare RUN_DIR RUN_DIR... [--force] [--fail-on-regression]
     durabench ls [DIR]
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
                                 [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 
-A user error prints one line (what is wrong and how to fix it) and exits with code 2.
+A user error prints one line (what is wrong and how to fix it) and exits with code 2. Exit codes
+(EXIT_CODES_HELP, README.md): 0 pass, 1 a gate failed, 2 user error, 3 an engine failed to run,
+130 interrupted.
 """
 
 from __future__ import annotations
