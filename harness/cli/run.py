@@ -145,6 +145,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not run_dirs:
             raise UserError(f"{target}: not a durabench run directory and holds no runs (no manifest.json)")
     manifests = [results.load_manifest(d) for d in run_dirs]
+    if len(run_dirs) > 1:
+        runs.check_repetitions([runs.make_run(d, m, {"engines": {}}) for d, m in zip(run_dirs, manifests, strict=True)])
     slo = gates.slo_of(manifests[0]["scenario"])
     gates.require_slo(slo, fail_on, f"the scenario of {target}")
     summaries = _analyze_and_report(target, run_dirs)

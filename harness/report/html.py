@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
 from harness.errors import UserError
+from harness.results import check_out_dir
 from harness.report import markdown as report
 from harness.report.tables import md_table, text_table
 
@@ -422,6 +423,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UserError(f"{out}: is a run directory; a report of several runs goes to a directory of its own")
     else:
         out = Path(args.out) if args.out else runs[0].path
+    check_out_dir(out)
     md_path, html_path = write_report(runs, out)
     print(text_table([[cell.replace("**", "") for cell in row] for row in headline_table(runs)[0]]))
     print(f"\nreport: {html_path}\n        {md_path}", file=sys.stdout)

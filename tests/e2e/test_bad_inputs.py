@@ -134,6 +134,9 @@ CASES = [
     Case("saturate-step-duration", ["saturate", "{s}", "--step-duration", "soon"], "--step-duration"),
     Case("saturate-out-is-file", ["saturate", "{s}", "--out", "{s}"], "is a file, not a directory"),
     Case("ls-missing", ["ls", "{tmp}/nope"], "no such results directory"),
+    Case("report-out-is-file", ["report", "{run}", "--out", "{run}/manifest.json"], "is a file, not a directory"),
+    Case("analyze-group-not-repetitions", ["analyze", "{tmp}/.."], "not a repetition of",
+         damage=lambda run: _other_scenario(run, run.parent / "run2")),
     Case("compare-one-run", ["compare", "{run}"], "at least two runs"),
     Case("compare-missing", ["compare", "{run}", "{tmp}/nope"], "holds no runs"),
     # -- run directories: missing, corrupt, truncated files
@@ -184,6 +187,11 @@ def _corrupt_line(path: Path, index: int) -> None:
     lines = path.read_bytes().split(b"\n")
     lines[index] = b"{not json"
     path.write_bytes(b"\n".join(lines))
+
+
+def _other_scenario(run: Path, copy: Path) -> None:
+    shutil.copytree(run, copy)
+    edit_manifest(lambda m: m["scenario"]["load"].update(rate=99.0))(copy)
 
 
 def _snapshot(root: Path) -> dict[str, str]:
