@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
 from harness.errors import UserError
-from harness.results import check_out_dir
 from harness.report import markdown as report
 from harness.report.tables import md_table, text_table
+from harness.results import check_out_dir
 
 if TYPE_CHECKING:
     from harness.report import plots

@@ -59,7 +59,8 @@ def test_exit_codes_are_documented_in_help() -> None:
 def test_fail_on_slo_fails_with_exit_1_and_a_junit_file(tmp_path: Path) -> None:
     """The memory engine loses the workflows in flight on a killed worker: max_lost 0 fails, the loose
     latency limit passes; analyze re-judges the same run for violations without running it again."""
-    sc = scenario(tmp_path, KILL + "slo: {all: {max_lost: 0, max_e2e_p99: 60s}, engines: {memory: {max_replayed: 0}}}\n")
+    sc = scenario(tmp_path, KILL + "slo: {all: {max_lost: 0, max_e2e_p99: 60s}, "
+                                   "engines: {memory: {max_replayed: 0}}}\n")
     xml = tmp_path / "ci" / "junit.xml"
     proc = durabench("run", sc, "--out", str(tmp_path / "out"), "--quiet", "--fail-on", "slo", "--junit", str(xml))
     assert proc.returncode == gates.EXIT_GATE_FAILED, proc.stdout + proc.stderr[-3000:]
@@ -106,7 +107,8 @@ def test_limits_met_pass_over_repetitions(tmp_path: Path) -> None:
 def test_an_engine_that_fails_to_run_exits_3(tmp_path: Path) -> None:
     """Workers that may not take any time to become ready: the engine run fails, the gates say so."""
     sc = scenario(tmp_path, "slo: {all: {max_lost: 0}}\n")
-    Path(sc).write_text(Path(sc).read_text().replace("restart_delay: 200ms}", "restart_delay: 200ms, ready_timeout: 0s}"))
+    text = Path(sc).read_text()
+    Path(sc).write_text(text.replace("restart_delay: 200ms}", "restart_delay: 200ms, ready_timeout: 0s}"))
     xml = tmp_path / "junit.xml"
     proc = durabench("run", sc, "--out", str(tmp_path / "out"), "--quiet", "--fail-on", "slo", "--junit", str(xml))
     assert proc.returncode == gates.EXIT_ENGINE_FAILED, proc.stdout + proc.stderr[-3000:]
