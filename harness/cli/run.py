@@ -96,8 +96,7 @@ def _judge(summaries: list[dict[str, Any]], slo: SloSpec, fail_on: list[str], ju
         print("\n".join(gates.lines(judged)))
     failed = [r.engine for r in judged if r.gate == "ran" and r.outcome == "error"]
     if failed:
-        print(f"engines that failed to run: {', '.join(failed)} (see their logs in {where}/**/engines/)",
-              file=sys.stderr)
+        print(f"engines that failed to run: {', '.join(failed)} (their logs are under {where})", file=sys.stderr)
     if junit_path:
         junit.write(Path(junit_path), judged, suite, results.now_iso())
         print(f"junit:   {junit_path}")
