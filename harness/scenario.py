@@ -185,7 +185,7 @@ class SloSpec(_Strict):
 
     def limits_for(self, result_name: str) -> SloLimits:
         """The limits of one result (``dbos``, or ``dbos@variant`` in a sweep)."""
-        engine = result_name.split("@", 1)[0].split("#", 1)[0]
+        engine = result_name.split("@", 1)[0]
         own = self.engines.get(result_name) or self.engines.get(engine)
         return own.over(self.all) if own is not None else self.all
 
