@@ -245,6 +245,9 @@ def markdown(runs: list[Run], charts: list[Chart], chart_base: str = CHART_DIR) 
         head = (f"# durabench report: {first.scenario_name}, {len(runs)} runs\n\n"
                 f"Repeated runs of one scenario, durability profile **{first.durability}**: "
                 + ", ".join(f"`{r.run_id}`" for r in runs) + ".")
+        if all("repetition" in r.manifest for r in runs):
+            head += (" Repetitions of `durabench run --repeat N`, interleaved: repetition 1 of every engine, "
+                     "then repetition 2 of every engine, and so on, so machine noise spreads evenly over the engines.")
     out = [head, "", "## Verdicts", "", *verdict_lines(runs), "", "## Charts", ""]
     for chart in charts:
         if chart.path is None:
