@@ -53,16 +53,15 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
             raise UserError(f"engine {name!r} cannot run here: {reason}")
     procs.reap_leftovers()
     group = out if repeat == 1 else results.new_run_dir(out, f"{scenario.name}-x{repeat}")
-    runs = []
-    for index in range(1, repeat + 1):
+    run_dirs = []
+    say = Progress(progress)
+    for index in range(1, repeat + 1):  # repetition-major: every engine once, then every engine again
         run_dir = results.new_run_dir(group, scenario.name if repeat == 1 else f"{scenario.name}-rep{index}")
+        run_dirs.append(run_dir)
         manifest = _manifest(scenario, run_dir)
         if repeat > 1:
             manifest["repetition"] = {"index": index, "of": repeat}
         results.write_json(run_dir / "manifest.json", manifest)
-        runs.append((run_dir, manifest))
-    say = Progress(progress)
-    for index, (run_dir, manifest) in enumerate(runs, 1):
         rep = f" (repetition {index} of {repeat})" if repeat > 1 else ""
         for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
             engine = registry.load(name) if variant is not None or index > 1 else engines[name]
@@ -70,7 +69,7 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
             info = _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant)
             manifest["engines"][key] = info
             results.write_json(run_dir / "manifest.json", manifest)
-    return (runs[0][0] if repeat == 1 else group), [r for r, _ in runs]
+    return (run_dirs[0] if repeat == 1 else group), run_dirs
 
 
 def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:

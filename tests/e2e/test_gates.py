@@ -82,23 +82,29 @@ def test_fail_on_slo_fails_with_exit_1_and_a_junit_file(tmp_path: Path) -> None:
 
 
 def test_limits_met_pass_over_repetitions(tmp_path: Path) -> None:
-    """--repeat 2: two interleaved repetitions in one directory of runs, a report with medians and
-    [min-max], gates judged over both (exit 0), and compare of the group with itself finds no regression."""
-    sc = scenario(tmp_path, "slo: {all: {max_lost: 0, max_duplicated: 0, min_throughput_ratio: 0.5, "
+    """--repeat 2 of two results (a sweep of two variants, memory@a and memory@b): interleaved (a b a b)
+    into one directory of runs, a report with medians and [min-max], gates judged over both
+    repetitions (exit 0), and compare of the group with itself finds no regression."""
+    sc = scenario(tmp_path, "variants: [{name: a}, {name: b}]\n"
+                            "slo: {all: {max_lost: 0, max_duplicated: 0, min_throughput_ratio: 0.5, "
                             "max_e2e_p99: 30s, max_e2e_p99_9: 30s}}\n")
     xml = tmp_path / "junit.xml"
-    proc = durabench("run", sc, "--out", str(tmp_path / "out"), "--quiet", "--repeat", "2",
+    proc = durabench("run", sc, "--out", str(tmp_path / "out"), "--repeat", "2",
                      "--fail-on", "violations,slo", "--junit", str(xml))
     assert proc.returncode == gates.EXIT_PASS, proc.stdout + proc.stderr[-3000:]
+    starts = [line.split(" starting")[0] + line.split("workers")[1] for line in proc.stderr.splitlines()
+              if "starting servers and workers" in line]
+    assert starts == ["[memory@a] (repetition 1 of 2)", "[memory@b] (repetition 1 of 2)",
+                      "[memory@a] (repetition 2 of 2)", "[memory@b] (repetition 2 of 2)"]
     found = cases(xml)
-    assert len(found) == 7  # ran, violations and 5 limits
+    assert len(found) == 2 * 7  # per result: ran, violations and 5 limits
     assert all(c.find("failure") is None and c.find("error") is None for c in found.values())
     (group,) = (tmp_path / "out").iterdir()
     reps = sorted(p for p in group.iterdir() if (p / "manifest.json").is_file())
     assert [json.loads((p / "manifest.json").read_text())["repetition"] for p in reps] == [
         {"index": 1, "of": 2}, {"index": 2, "of": 2}]
     report = (group / "report.md").read_text()
-    assert "2 runs" in report and "median over the runs with [min-max]" in report
+    assert "2 runs" in report and "median over the runs with [min-max]" in report and "interleaved" in report
     proc = durabench("compare", str(group), str(group), "--fail-on-regression")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no regression beyond spread" in proc.stdout
