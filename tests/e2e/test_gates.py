@@ -135,3 +135,22 @@ def test_compare_fails_on_a_regression_beyond_spread(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "regressions beyond both sides' spread" in out and "B alpha e2e p50 ms: 240" in out
     assert main(["compare", str(b), str(a), "--fail-on-regression"]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.real
+def test_fail_on_slo_with_a_real_engine(tmp_path: Path) -> None:
+    """DBOS on the harness's PostgreSQL: its guarantees pass (nothing lost or replayed), an impossible
+    1 ms p99 fails; exit 1 and the JUnit file say which."""
+    text = BASE.replace("engines: [memory]", "engines: [dbos]").replace("rate: 30", "rate: 10")
+    path = tmp_path / "dbos.yaml"
+    path.write_text(text + "slo: {engines: {dbos: {max_lost: 0, max_replayed: 0, max_e2e_p99: 1ms}}}\n")
+    xml = tmp_path / "junit.xml"
+    proc = durabench("run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--fail-on", "violations,slo",
+                     "--junit", str(xml))
+    assert proc.returncode == gates.EXIT_GATE_FAILED, proc.stdout + proc.stderr[-3000:]
+    found = cases(xml)
+    assert found[("dbos", "ran")].find("error") is None
+    assert found[("dbos", "violations")].find("failure") is None
+    assert found[("dbos", "slo.max_lost")].find("failure") is None
+    assert found[("dbos", "slo.max_replayed")].find("failure") is None
+    assert found[("dbos", "slo.max_e2e_p99")].find("failure") is not None
