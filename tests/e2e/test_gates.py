@@ -114,7 +114,7 @@ def test_an_engine_that_fails_to_run_exits_3(tmp_path: Path) -> None:
     """Workers that may not take any time to become ready: the engine run fails, the gates say so."""
     sc = scenario(tmp_path, "slo: {all: {max_lost: 0}}\n")
     text = Path(sc).read_text()
-    Path(sc).write_text(text.replace("restart_delay: 200ms}", "restart_delay: 200ms, ready_timeout: 0s}"))
+    Path(sc).write_text(text.replace("{count: 2, restart_delay: 200ms}", "{count: 1, ready_timeout: 0s}"))
     xml = tmp_path / "junit.xml"
     proc = durabench("run", sc, "--out", str(tmp_path / "out"), "--quiet", "--fail-on", "slo", "--junit", str(xml))
     assert proc.returncode == gates.EXIT_ENGINE_FAILED, proc.stdout + proc.stderr[-3000:]
