@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 EXIT_CODES_HELP = """exit codes:
   0    pass (every engine ran; every gate of --fail-on passed)
-  1    a gate of --fail-on failed (violations: checker anomalies; slo: a limit of the scenario's slo block)
+  1    a gate of --fail-on failed (violations: the checker's verdict; slo: a limit of the scenario's slo block)
   2    user error: bad input (scenario, flags, paths, run directory), one line on stderr
   3    an engine failed to run (its logs are in the run directory)
   130  interrupted (Ctrl-C or SIGTERM); every server and worker durabench started is stopped"""
@@ -46,8 +46,8 @@ EXIT_CODES_HELP = """exit codes:
 
 def _gate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on", metavar="GATES",
-                   help="exit 1 when a gate fails: violations (checker anomalies: lost, unexpected, missing, "
-                        "duplicated or replayed steps), slo (the scenario's slo limits); e.g. violations,slo")
+                   help="exit 1 when a gate fails: violations (the checker's verdict: lost or unexpected workflows, "
+                        "missing or replayed steps), slo (the scenario's slo limits); e.g. violations,slo")
     p.add_argument("--junit", metavar="FILE", help="write the gates as JUnit XML (one test case per engine and gate)")
 
 
