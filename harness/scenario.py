@@ -63,11 +63,21 @@ class LoadSpec(_Strict):
     drain_timeout: Duration = 60.0
     drain_quiet: Duration = 30.0  # stop draining once no step started or ended for this long
     submit_timeout: Duration = 10.0
+    generator: Literal["pacer", "locust"] = "pacer"  # locust: Locust processes POST to HTTP front doors
+    locust_workers: int = Field(1, ge=1, le=64)  # Locust worker processes (generator: locust)
+    front_doors: int = Field(1, ge=1, le=64)  # front-door processes holding the engine client (generator: locust)
 
     @model_validator(mode="after")
     def _positive_duration(self) -> LoadSpec:
         if self.duration <= 0:
             raise ValueError("load.duration must be longer than 0s")
+        if self.generator == "locust" and self.mode != "open":
+            raise _FieldError("load.mode", "open with generator: locust (Locust drives an open loop only)", self.mode)
+        if self.generator == "pacer":
+            for key in ("locust_workers", "front_doors"):
+                if key in self.model_fields_set:
+                    raise _FieldError(f"load.{key}", "no value with generator: pacer (it applies to generator: locust)",
+                                      getattr(self, key))
         return self
 
 

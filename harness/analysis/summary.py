@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ledger
-from harness.analysis import checker, cost, floors, metrics
+from harness.analysis import checker, cost, floors, locuststats, metrics
 from harness.contract import EngineRecord
 from harness.results import SCHEMA_VERSION, engine_dir, load_manifest, load_reconcile, write_json
 
@@ -59,6 +59,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "recovery": faults,
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
+        "load_generator": next(r for r in events if r["ev"] == "load_start").get("generator", "pacer"),
+        "locust": locuststats.read(edir),
         "settings": info.get("settings", {}),
     }
     summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax

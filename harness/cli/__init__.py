@@ -9,6 +9,7 @@
     durabench report RUN_DIR... [--out DIR]
     durabench compare RUN_DIR RUN_DIR... [--force] [--fail-on-regression]
     durabench ls [DIR]
+    durabench front --config FRONT.json [--host 127.0.0.1] [--port 0]
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
                                 [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 
@@ -28,6 +29,7 @@ from harness.cli import run, saturate
 from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import UserError
 from harness.report import compare
+from harness.run import front
 from harness.report import html as htmlreport
 
 
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _gate_flags(p)
     p.set_defaults(func=cmd_analyze)
     htmlreport.register(sub)
+    front.register(sub)
     compare.register(sub)
     run.register_ls(sub)
     saturate.register(sub)

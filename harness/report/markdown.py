@@ -121,6 +121,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {metric.removesuffix('_ms')} | {s['count']} | {_fmt(s['mean'], 2)} | "
                              f"{_fmt(s['p50'], 2)} | {_fmt(s['p90'], 2)} | {_fmt(s['p99'], 2)} | "
                              f"{_fmt(s['p99.9'], 2)} | {_fmt(s['max'], 2)} |")
+    lines += locust_section(summary)
     lines += ["", "## Load and verdicts", ""]
     for name, e in summary["engines"].items():
         if "throughput_per_s" not in e:
@@ -148,3 +149,32 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             lines.append(f"  - {svc}: {desc['version']}; " + ", ".join(f"{k}={v}" for k, v in desc["settings"].items()))
     lines += ["", "## Limits", ""] + [f"- {text}" for text in LIMITS] + [""]
     return "\n".join(lines)
+
+
+def locust_section(summary: dict[str, Any]) -> list[str]:
+    """Locust's own statistics beside durabench's, for engines whose load came through Locust."""
+    rows = [(name, e) for name, e in summary["engines"].items() if e.get("locust")]
+    if not rows:
+        return []
+    lines = ["", "## Load generator: Locust", "",
+             "The load came from Locust processes POSTing to the HTTP front doors (`load.generator: locust`). "
+             "Locust times each request from its actual send to the front door's answer; durabench's "
+             "`submit` runs from the front door's receipt to the engine's acknowledgement and its `e2e` from the "
+             "*intended* start to durable completion, so a late load generator shows in `e2e` and `lateness`, "
+             "never as a lower offered rate. Locust's HTML report: `engines/<engine>/locust/report.html`.",
+             "",
+             "| engine | measured by | requests | failures | req/s | p50 ms | p90 ms | p99 ms | max ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in rows:
+        lo, rt = e["locust"], e["locust"]["response_time_ms"]
+        lines.append(f"| {name} | Locust: send to answer | {lo['requests']} | {lo['failures']} | "
+                     f"{_fmt(lo['requests_per_s'])} | {_fmt(rt['p50'])} | {_fmt(rt['p90'])} | {_fmt(rt['p99'])} | "
+                     f"{_fmt(rt['max'])} |")
+        for metric, label in (("pacer_lateness_ms", "durabench: lateness (intended to front door)"),
+                              ("submit_latency_ms", "durabench: submit (front door to engine ack)"),
+                              ("e2e_latency_ms", "durabench: e2e (intended to durable completion)")):
+            s = e.get(metric) or {}
+            lines.append(f"| {name} | {label} | {s.get('count', '-')} | {e['failed'] + e['unknown']} | "
+                         f"{_fmt(e.get('achieved_rate_per_s'))} | {_fmt(s.get('p50'))} | {_fmt(s.get('p90'))} | "
+                         f"{_fmt(s.get('p99'))} | {_fmt(s.get('max'))} |")
+    return lines

@@ -39,6 +39,9 @@ class LiveView:
     ended: dict[str, set[int]] = field(default_factory=dict)
     completed: dict[str, int] = field(default_factory=dict)  # wf -> ns of its completion in the ledger
     ready: dict[str, int] = field(default_factory=dict)  # worker id -> ns of latest ready
+    urls: dict[str, str] = field(default_factory=dict)  # front door (front:N) -> its URL, from its ready record
+    load_start: dict[str, Any] | None = None  # the load_start record of a load driven from another process
+    on_load: Callable[[dict[str, Any]], None] | None = None  # invoke / ack records of front doors
     waiters: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     last_step_mono: float = field(default_factory=time.monotonic)  # when a step last started or ended
 
@@ -57,6 +60,12 @@ class LiveView:
                         fut.set_result(None)
             elif ev == "ready":
                 self.ready[rec["src"]] = rec["ns"]
+                if "url" in rec:
+                    self.urls[rec["src"]] = rec["url"]
+            elif ev in ("invoke", "ack") and rec["src"].startswith("front:") and self.on_load is not None:
+                self.on_load(rec)
+            elif ev == "load_start" and rec["src"] == "locust":
+                self.load_start = rec
 
     async def follow(self) -> None:
         while True:

@@ -131,6 +131,10 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     }
     if variant is not None:
         info["variant"] = variant.model_dump()
+    if scenario.load.generator == "locust":
+        from harness.run import locustload
+
+        info["versions"].update(locustload.versions())
     started = time.monotonic()
     try:
         with services.running(engine.services, edir / "logs", scenario.durability,
@@ -219,7 +223,12 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             if scenario.floors.enabled and scenario.floors.workflow_duration > 0:  # the unloaded workflow floor
                 await floors.unloaded_workflows(ctx, client, view, scenario.floors, scenario.load.submit_timeout,
                                                 scenario.seed, _lookup)
-            driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
+            if scenario.load.generator == "locust":  # Locust processes through HTTP front doors
+                from harness.run.locustload import LocustLoad
+
+                driver: Driver = LocustLoad(ctx, client, scenario.load, scenario.seed, harness_ledger, view)
+            else:
+                driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
                               scenario.total_load_s)
             if sampler is not None:
