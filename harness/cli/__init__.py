@@ -29,8 +29,8 @@ from harness.cli import run, saturate
 from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import UserError
 from harness.report import compare
-from harness.run import front
 from harness.report import html as htmlreport
+from harness.run import front
 
 
 class _Parser(argparse.ArgumentParser):

@@ -266,8 +266,3 @@ def _cmd_front(args: argparse.Namespace) -> int:
     serve(config, args.host, args.port)
     return 0
 
-
-if __name__ == "__main__":
-    from harness.cli import main
-
-    sys.exit(main(["front", *sys.argv[1:]]))

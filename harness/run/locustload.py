@@ -24,10 +24,10 @@ from typing import Any
 
 from harness import procs
 from harness.contract import EngineClient, EngineContext
-from harness.run.driver import Driver, LiveView
 from harness.errors import ServiceError
-from harness.run.front import FrontConfig
 from harness.ledger import Ledger
+from harness.run.driver import Driver, LiveView
+from harness.run.front import FrontConfig
 from harness.run.openloop import Plan
 from harness.scenario import LoadSpec
 
