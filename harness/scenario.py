@@ -75,7 +75,7 @@ class LoadSpec(_Strict):
             raise _FieldError("load.mode", "open with generator: locust (Locust drives an open loop only)", self.mode)
         if self.generator == "pacer":
             for key in ("locust_workers", "front_doors"):
-                if key in self.model_fields_set:
+                if getattr(self, key) != 1:  # defaults pass, so a dumped scenario validates again
                     raise _FieldError(f"load.{key}", "no value with generator: pacer (it applies to generator: locust)",
                                       getattr(self, key))
         return self

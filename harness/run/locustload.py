@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,8 +156,11 @@ class LocustLoad(Driver):
             await asyncio.sleep(POLL_S)
 
     def _stop_all(self) -> None:
-        """Locust first (its workers end with the master), then the front doors: SIGTERM lets them
-        answer the requests in flight and write their ``ack`` records."""
+        """SIGTERM to all at once (Locust's workers end with its master; front doors answer the requests
+        in flight and write their ``ack`` records before they exit), then wait for each."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                procs.kill_group(proc, signal.SIGTERM)
         for proc in reversed(self._procs):
             procs.stop(proc, timeout_s=self.load.submit_timeout + 5)
         self._procs.clear()

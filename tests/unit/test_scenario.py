@@ -49,6 +49,10 @@ def test_defaults_are_documented_values() -> None:
         ({"faults": [{"kind": "kill-worker", "at": "500s"}]}, "faults.0.at: expected a time before the load ends"),
         ({"faults": [{"kind": "kill-worker", "target": "worker:0"}]}, "faults.0.at is required"),
         ({"engine_settings": {"dbos": {}}}, "engine_settings.dbos: expected one of the scenario's engines"),
+        ({"load": {"generator": "gatling"}}, "f.yaml: load.generator:"),
+        ({"load": {"generator": "locust", "mode": "closed"}}, "load.mode: expected open with generator: locust"),
+        ({"load": {"front_doors": 2}}, "load.front_doors: expected no value with generator: pacer"),
+        ({"load": {"generator": "locust", "locust_workers": 0}}, "f.yaml: load.locust_workers:"),
     ],
 )
 def test_invalid_scenarios_say_where_and_what(extra: dict, message: str) -> None:
@@ -57,6 +61,13 @@ def test_invalid_scenarios_say_where_and_what(extra: dict, message: str) -> None
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_locust_load_round_trips_through_the_manifest() -> None:
+    sc = parse({"load": {"generator": "locust", "locust_workers": 3, "front_doors": 2}})
+    assert (sc.load.generator, sc.load.locust_workers, sc.load.front_doors) == ("locust", 3, 2)
+    for dumped in (sc, parse({})):  # the manifest holds model_dump(); it must validate again
+        assert scenario.Scenario.model_validate(dumped.model_dump()) == dumped
 
 
 def test_overrides_are_applied_and_recorded() -> None:

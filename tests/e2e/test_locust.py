@@ -1,0 +1,144 @@
+"""Locust as the load generator, through the HTTP front door: every intended arrival reaches the
+engine exactly once with the pacer's id and intended time, and the front door's errors are recorded
+as the driver records them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engines.memory import socket_path
+from harness import ledger
+from harness.contract import Workload
+from harness.run.front import FrontConfig
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+DURABENCH = [sys.executable, "-m", "harness.cli"]
+READY_TIMEOUT_S = 60.0
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(f"{url}/workflows", data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _wait_ready(history: Path, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the front door exited while starting"
+        ready = [r for r in ledger.read_dir(history) if r["ev"] == "ready"]
+        if ready:
+            return str(ready[0]["url"])
+        time.sleep(0.05)
+    raise AssertionError("the front door wrote no ready record")
+
+
+class _BrokenWorker:
+    """A memory-engine worker socket that takes a request and hangs up without answering."""
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(path))
+        self.sock.listen()
+        self.path = path
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.recv(1000)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def test_front_door_answers_4xx_for_bad_requests_and_5xx_for_engine_errors(tmp_path: Path) -> None:
+    """A real front door (uvicorn, `durabench front`) on the memory engine's real client."""
+    history = tmp_path / "history"
+    history.mkdir()
+    run_id = f"f{os.getpid():07d}"[-8:]
+    config = FrontConfig("memory", run_id, 0, {}, Workload(1, 0.0, 8), 1, {}, str(tmp_path), str(history), 5.0)
+    config.dump(tmp_path / "front.json")
+    proc = subprocess.Popen([*DURABENCH, "front", "--config", str(tmp_path / "front.json")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = _BrokenWorker(socket_path(run_id, "memory", 0))
+    try:
+        url = _wait_ready(history, proc)
+        assert url.startswith("http://127.0.0.1:")  # loopback by default
+        status, doc = _post(url, b'{"id": "wf-1"}')
+        assert status == 400 and "intended_ns" in doc["error"]
+        status, doc = _post(url, json.dumps({"id": "wf-2", "intended_ns": time.time_ns()}).encode())
+        assert status == 502 and doc["outcome"] == "unknown", doc  # the worker hung up: outcome indeterminate
+        worker.close()
+        status, doc = _post(url, json.dumps({"id": "wf-3", "intended_ns": time.time_ns()}).encode())
+        assert status == 503 and doc["outcome"] == "fail", doc  # no worker: the engine surely will not run it
+    finally:
+        worker.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    records = [r for r in ledger.read_dir(history) if r["ev"] in ("invoke", "ack")]
+    assert [(r["ev"], r["wf"], r.get("outcome")) for r in records] == [
+        ("invoke", "wf-2", None), ("ack", "wf-2", "unknown"), ("invoke", "wf-3", None), ("ack", "wf-3", "fail")]
+
+
+@pytest.mark.real
+def test_locust_drives_memory_and_dbos_through_front_doors(tmp_path: Path) -> None:
+    proc = subprocess.run([*DURABENCH, "run", "tests/e2e/locust.yaml", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report = (run_dir / "report.md").read_text()
+    assert "## Load generator: Locust" in report
+    for name in ("memory", "dbos"):
+        e = summary["engines"][name]
+        edir = run_dir / "engines" / name
+        plan = json.loads((edir / "locust" / "plan.json").read_text())
+        expected = [f"{plan['prefix']}-{i:07d}" for i in range(1, 25 * 4 + 1)]  # rate x (warmup + duration)
+        history = ledger.read_dir(edir / "history")
+        start = next(r for r in history if r["ev"] == "load_start")
+        assert (start["src"], start["generator"], start["locust_workers"], start["front_doors"]) == (
+            "locust", "locust", 2, 2)
+        invokes = {r["wf"]: r for r in history if r["ev"] == "invoke"}
+        acks = {r["wf"]: r["outcome"] for r in history if r["ev"] == "ack"}
+        assert sorted(invokes) == expected  # every arrival of the schedule, once, with the pacer's id
+        assert {invokes[wf]["src"] for wf in expected} == {"front:0", "front:1"}
+        for i, wf in enumerate(expected):  # the pacer's intended times: uniform at 25/s from the load start
+            assert invokes[wf]["intended_ns"] == start["ns"] + int(i / 25 * 1e9)
+        assert set(acks.values()) == {"ok"} and sorted(acks) == expected
+        ids = json.loads((edir / "checker.json").read_text())["ids"]
+        assert ids["completed"] == expected and ids["acknowledged"] == expected
+        assert e["verdict"] == "correct" and e["lost"] == 0 and e["unknown"] == 0
+        assert e["load_generator"] == "locust"
+        assert e["locust"]["requests"] == len(expected) and e["locust"]["failures"] == 0
+        assert (edir / "locust" / "report.html").stat().st_size > 0
+        assert e["e2e_latency_ms"]["count"] == 75  # the measured window: arrivals 25..99
+        assert e["e2e_latency_ms"]["p50"] >= e["submit_latency_ms"]["p50"]
+        assert summary["engines"][name]["achieved_rate_per_s"] > 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "locust" in manifest["engines"]["dbos"]["versions"]
