@@ -93,3 +93,39 @@ def test_services_start_on_loopback_and_stop(tmp_path: Path) -> None:
         assert svc.describe()["temporal"]["settings"]["sqlite_synchronous"] == "FULL"
         assert len(pids) > 3  # postgres has background processes
     assert _gone(pids)
+
+
+LOCUST_RUN = """\
+name: orphans
+engines: [memory]
+workload: {steps: 1, step_duration: 0s, payload_bytes: 8}
+load: {rate: 5, warmup: 0s, duration: 120s, generator: locust, locust_workers: 2, front_doors: 2}
+workers: {count: 1}
+floors: {enabled: false}
+resources: {interval: 0s}
+"""
+
+
+@pytest.mark.e2e
+def test_locust_and_front_doors_die_with_a_sigkilled_durabench(tmp_path: Path) -> None:
+    """SIGKILL of durabench mid-load: its Locust master and workers, front doors and engine workers all go."""
+    (tmp_path / "orphans.yaml").write_text(LOCUST_RUN)
+    out = tmp_path / "out"
+    harness = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "orphans.yaml"),
+                                "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    started = False
+    while not started and time.monotonic() < deadline:
+        assert harness.poll() is None, "durabench exited before the load started"
+        started = any('"ev":"load_start"' in p.read_text() for p in out.glob("*/engines/memory/history/locust.*"))
+        time.sleep(0.1)
+    assert started, "the Locust master never started the load"
+    descendants = psutil.Process(harness.pid).children(recursive=True)
+    cmdlines = [p.cmdline() for p in descendants]
+    assert sum("locust" in c and "--master" in c for c in cmdlines) == 1, cmdlines
+    assert sum("locust" in c and "--worker" in c for c in cmdlines) == 2, cmdlines
+    assert sum("front" in c and "--config" in c for c in cmdlines) == 2, cmdlines
+    harness.kill()
+    harness.wait(10)
+    assert _gone([p.pid for p in descendants]), "a process durabench started outlived its SIGKILL"
