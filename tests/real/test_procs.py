@@ -114,18 +114,21 @@ def test_locust_and_front_doors_die_with_a_sigkilled_durabench(tmp_path: Path) -
     harness = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "orphans.yaml"),
                                 "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    started = False
-    while not started and time.monotonic() < deadline:
-        assert harness.poll() is None, "durabench exited before the load started"
-        started = any('"ev":"load_start"' in p.read_text() for p in out.glob("*/engines/memory/history/locust.*"))
-        time.sleep(0.1)
-    assert started, "the Locust master never started the load"
-    descendants = psutil.Process(harness.pid).children(recursive=True)
-    cmdlines = [p.cmdline() for p in descendants]
-    assert sum("locust" in c and "--master" in c for c in cmdlines) == 1, cmdlines
-    assert sum("locust" in c and "--worker" in c for c in cmdlines) == 2, cmdlines
-    assert sum("front" in c and "--config" in c for c in cmdlines) == 2, cmdlines
-    harness.kill()
-    harness.wait(10)
+    try:
+        deadline = time.monotonic() + 120
+        started = False
+        while not started and time.monotonic() < deadline:
+            assert harness.poll() is None, "durabench exited before the load started"
+            started = any('"ev":"load_start"' in p.read_text()
+                          for p in out.glob("*/engines/memory/history/locust.*"))
+            time.sleep(0.1)
+        assert started, "the Locust master never started the load"
+        descendants = psutil.Process(harness.pid).children(recursive=True)
+        cmdlines = [p.cmdline() for p in descendants]
+        assert sum("locust" in c and "--master" in c for c in cmdlines) == 1, cmdlines
+        assert sum("locust" in c and "--worker" in c for c in cmdlines) == 2, cmdlines
+        assert sum("front" in c and "--config" in c for c in cmdlines) == 2, cmdlines
+    finally:
+        harness.kill()  # the SIGKILL under test (and, should an assertion fail, no stray run)
+        harness.wait(10)
     assert _gone([p.pid for p in descendants]), "a process durabench started outlived its SIGKILL"
