@@ -364,7 +364,7 @@ def parse(data: Any, source: str, overrides: dict[str, Any] | None = None) -> Sc
             doc["engines"] = value
         elif key == "durability":
             doc["durability"] = value
-        elif key in ("duration", "rate"):
+        elif key in ("duration", "rate", "generator"):
             doc["load"] = {**doc.get("load", {}), key: value}
         elif key == "workers":
             doc["workers"] = {**doc.get("workers", {}), "count": value}
