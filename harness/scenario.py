@@ -85,6 +85,7 @@ class WorkersSpec(_Strict):
     count: int = Field(2, ge=1, le=64)
     restart_delay: Duration = 1.0
     ready_timeout: Duration = 90.0
+    ledger: Literal["direct", "shipped"] = "direct"  # shipped: each worker a "host" shipping its ledger over HTTP
 
 
 class FloorsSpec(_Strict):

@@ -77,8 +77,11 @@ class Supervisor:
     def argv(self, index: int) -> list[str]:
         return self.engine.worker_command(self.ctx, index)
 
+    def config_path(self, index: int) -> Path:
+        return self._config_dir / f"worker-{index}.json"
+
     def env(self, index: int) -> dict[str, str]:
-        path = self._config_dir / f"worker-{index}.json"
+        path = self.config_path(index)
         if not path.exists():
             self.config(index).dump(path)
         env = {**os.environ, CONFIG_ENV: str(path), "PYTHONUNBUFFERED": "1"}

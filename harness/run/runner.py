@@ -23,7 +23,7 @@ from harness import procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
 from harness.errors import DurabenchError, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.run import floors, resources, services
+from harness.run import floors, resources, services, shipping
 from harness.run.driver import Driver, LiveView, Progress
 from harness.run.nemesis import Nemesis, resolve_service
 from harness.run.proxy import Proxy
@@ -203,7 +203,20 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
     sup_ledger = Ledger(ctx.ledger_dir, "supervisor")
     nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
     view = LiveView(ctx.workload.steps, Follower(ctx.ledger_dir))
-    sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
+    with contextlib.ExitStack() as stack:
+        if scenario.workers.ledger == "shipped":  # every worker a "host": its ledger comes over HTTP
+            url = stack.enter_context(shipping.collector(ctx.ledger_dir, ctx.work_dir / "logs" / "collector.log"))
+            sup: Supervisor = shipping.ShippingSupervisor(engine, ctx, scenario.workers.count,
+                                                          scenario.workers.restart_delay, sup_ledger,
+                                                          collector_url=url)
+        else:
+            sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
+        await _drive_with(engine, ctx, scenario, say, svc, proxies, sup, view, harness_ledger, nem_ledger)
+
+
+async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress, svc: services.Services,
+                      proxies: dict[str, Proxy], sup: Supervisor, view: LiveView, harness_ledger: Ledger,
+                      nem_ledger: Ledger) -> None:
     # -- cost and floors (harness/run/resources.py, harness/run/floors.py): sampler from here to the end
     sampler = None
     if scenario.resources.interval > 0:
@@ -261,6 +274,8 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
         if sampler is not None:
             sampler.stop()  # the last sample, with the workers still up
         sup.stop()
+        if isinstance(sup, shipping.ShippingSupervisor) and not sup.sweep():
+            raise ServiceError(f"the ledger collector did not take every shipped record; see {ctx.work_dir / 'hosts'}")
 
 
 async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:
