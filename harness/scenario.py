@@ -118,6 +118,14 @@ class SaturateSpec(_Strict):
     repetitions: int = Field(1, ge=1, le=100)
 
 
+class ExternalServiceSpec(_Strict):
+    """A server the user already runs (``services.<name>``): durabench connects to it instead of starting one."""
+
+    url: str = Field(min_length=1)
+
+
+EXTERNAL_SCHEMES = {"postgres": ("postgresql://", "postgres://"), "redis": ("redis://", "rediss://"), "temporal": ()}
+
 ServerValue = str | int | float | bool
 SETTABLE_SERVICES = ("postgres", "redis")
 
@@ -217,6 +225,7 @@ class Scenario(_Strict):
     faults: list[FaultSpec] = []
     engine_settings: dict[str, dict[str, Any]] = {}
     server_settings: dict[str, dict[str, ServerValue]] = {}  # per service, over the durability profile's
+    services: dict[str, ExternalServiceSpec] = {}  # servers the user already runs, by service name
     variants: list[VariantSpec] = []
     floors: FloorsSpec = FloorsSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -258,6 +267,23 @@ class Scenario(_Strict):
             if name not in self.engines:
                 raise _FieldError(f"engine_settings.{name}", f"one of the scenario's engines {self.engines}", name)
         _check_server_settings("server_settings", self.server_settings)
+        for svc, ext in self.services.items():
+            if svc not in SERVICES:
+                raise _FieldError(f"services.{svc}", f"one of {list(SERVICES)}", svc)
+            schemes = EXTERNAL_SCHEMES[svc]
+            if schemes and not ext.url.startswith(schemes):
+                raise _FieldError(f"services.{svc}.url", f"a URL starting with {' or '.join(schemes)}", redact(ext.url))
+            if redact(ext.url) != ext.url:
+                raise _FieldError(f"services.{svc}.url", "a URL without a password (durabench writes endpoints into "
+                                  "the run's worker configs; give PostgreSQL's password through PGPASSWORD or "
+                                  "~/.pgpass)", redact(ext.url))
+            if not schemes and ("://" in ext.url or ":" not in ext.url):
+                raise _FieldError(f"services.{svc}.url", "HOST:PORT of the Temporal frontend", ext.url)
+            for path, values in [("server_settings", self.server_settings)] + [
+                    (f"variants.{i}.server_settings", v.server_settings) for i, v in enumerate(self.variants)]:
+                if svc in values:
+                    raise _FieldError(f"{path}.{svc}", f"no settings for an external server (services.{svc}): "
+                                      "durabench does not configure servers it did not start", values[svc])
         seen: set[str] = set()
         for i, variant in enumerate(self.variants):
             if variant.name in seen:
@@ -314,6 +340,11 @@ def _check_server_settings(path: str, settings: dict[str, dict[str, ServerValue]
     for svc in settings:
         if svc not in SETTABLE_SERVICES:
             raise _FieldError(f"{path}.{svc}", f"one of {list(SETTABLE_SERVICES)}", svc)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for error messages)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _service_target(target: str, prefix: str) -> bool:

@@ -98,9 +98,14 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
         for i, variant in enumerate(scenario.variants):
             registry.check_settings(engine, variant.engine_settings.get(name, {}), workload, scenario.workers.count,
                                     f"variants.{i}.engine_settings.{name}")
-        for fault in scenario.faults:
+        for i, fault in enumerate(scenario.faults):
             if fault.kind in STORE_FAULTS + LINK_FAULTS:
-                resolve_service(fault.resolved_target, engine.services, name)
+                svc = resolve_service(fault.resolved_target, engine.services, name)
+                if fault.kind in STORE_FAULTS and svc in scenario.services:
+                    raise UserError(
+                        f"faults.{i} ({fault.kind} {fault.resolved_target}) needs process control of {svc}, but "
+                        f"engine {name!r} uses the external server services.{svc}: durabench cannot restart it; "
+                        f"remove the fault, or remove services.{svc} so durabench starts {svc} itself")
     return engines
 
 
@@ -138,14 +143,16 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     started = time.monotonic()
     try:
         with services.running(engine.services, edir / "logs", scenario.durability,
-                              scenario.server_settings_for(variant)) as svc, \
+                              scenario.server_settings_for(variant),
+                              {k: v.url for k, v in scenario.services.items()}) as svc, \
                 _proxies(svc, scenario.needs_proxy) as proxies:
             info["services"] = svc.describe()
             endpoints = svc.endpoints
             for svc_name, proxy in proxies.items():  # workers and driver reach the store through the proxy
-                port = svc.services[svc_name].port
-                endpoints[svc_name] = endpoints[svc_name].replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
-                info["services"][svc_name]["proxied_url"] = endpoints[svc_name]
+                target = svc.services[svc_name]
+                endpoints[svc_name] = endpoints[svc_name].replace(f"{target.host}:{target.port}",
+                                                                  f"127.0.0.1:{proxy.port}")
+                info["services"][svc_name]["proxied_url"] = services.redact(endpoints[svc_name])
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
             engine.prepare(ctx)
@@ -189,7 +196,7 @@ def _proxies(svc: services.Services, wanted: bool) -> Iterator[dict[str, Proxy]]
     try:
         if wanted:
             for name, service in svc.services.items():
-                proxies[name] = Proxy(name, "127.0.0.1", service.port)
+                proxies[name] = Proxy(name, service.host, service.port)
                 proxies[name].start()
         yield proxies
     finally:

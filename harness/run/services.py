@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
@@ -85,8 +86,12 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    external: bool = False  # a server the user runs: durabench neither starts, stops nor restarts it
 
     def start(self) -> None:
+        if self.external:
+            return
         self.proc = procs.spawn(self.argv, log=self.log, user=self.user)
         _wait_tcp(self.port, self.proc, self.name, self.log)
         if self.name == "postgres":
@@ -103,6 +108,8 @@ class Service:
 
         PostgreSQL's children leave the postmaster's process group (setsid) and exit on their own
         once they notice its death; the restart must wait for them (shared memory still in use)."""
+        if self.external:
+            raise ServiceError(f"{self.name} is an external server: durabench has no process to kill")
         if self.proc is None:
             return
         try:
@@ -126,7 +133,78 @@ class Service:
         self.start()
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.url, "version": self.version, "argv": self.argv, "settings": self.settings}
+        out: dict[str, Any] = {"url": redact(self.url), "version": self.version, "argv": self.argv,
+                               "settings": self.settings}
+        if self.external:
+            out["external"] = True
+            out["profile"] = "external"  # the durability profile was not applied: settings as read from the server
+        return out
+
+
+def redact(url: str) -> str:
+    """``url`` without its password: credentials never reach results, logs or reports."""
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def external(name: str, url: str) -> Service:
+    """A server the user already runs, at ``url``; version and durability settings read from it."""
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    host, port = parts.hostname or "127.0.0.1", parts.port or {"postgres": 5432, "redis": 6379}.get(name, 7233)
+    if parts.port is None and "://" in url:  # explicit, so the fault proxy can stand in for host:port
+        url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+    try:
+        version, settings = _READERS[name](url)
+    except Exception as exc:
+        raise ServiceError(f"external {name} at {redact(url)} did not answer: {type(exc).__name__}: "
+                           f"{redact(str(exc))}") from None
+    return Service(name, url, port, [], Path("/nonexistent"), Path("/dev/null"), settings, version, host=host,
+                   external=True)
+
+
+def _read_postgres(url: str) -> tuple[str, dict[str, Any]]:
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        settings = {key: str(conn.execute(f"SHOW {key}").fetchone()[0])  # type: ignore[index]
+                    for key in ("fsync", "synchronous_commit", "full_page_writes", "max_connections", "io_method")}
+    return f"PostgreSQL {version}", settings
+
+
+def _read_redis(url: str) -> tuple[str, dict[str, Any]]:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+    try:
+        info = client.info("server")
+        settings: dict[str, Any] = {}
+        for key in ("appendonly", "appendfsync", "maxmemory-policy"):
+            settings.update({str(k): str(v) for k, v in client.config_get(key).items()})
+    finally:
+        client.close()
+    name = "valkey" if "valkey_version" in info else "redis"
+    return f"{name} {info.get(f'{name}_version', info.get('redis_version'))}", settings
+
+
+def _read_temporal(url: str) -> tuple[str, dict[str, Any]]:
+    import asyncio
+
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+    from temporalio.client import Client
+
+    async def read() -> str:
+        client = await Client.connect(url)
+        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+        return str(info.server_version)
+
+    return f"Temporal server {asyncio.run(read())}", {}
+
+
+_READERS = {"postgres": _read_postgres, "redis": _read_redis, "temporal": _read_temporal}
 
 
 def _version_of(argv: list[str]) -> str:
@@ -263,7 +341,8 @@ class Services:
 
 @contextlib.contextmanager
 def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "strict",
-            settings: dict[str, dict[str, Any]] | None = None) -> Iterator[Services]:
+            settings: dict[str, dict[str, Any]] | None = None,
+            external_urls: dict[str, str] | None = None) -> Iterator[Services]:
     """Start the named servers with fresh data directories; stop them all on exit. ``settings``:
     per service, settings over the durability profile's (the scenario's ``server_settings``)."""
     if profile not in PROFILES:
@@ -272,6 +351,9 @@ def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "s
     group = Services({}, scratch)
     try:
         for name in names:
+            if name in (external_urls or {}):
+                group.services[name] = external(name, (external_urls or {})[name])
+                continue
             svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile, (settings or {}).get(name))
             group.services[name] = svc
             svc.start()
