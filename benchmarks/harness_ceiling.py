@@ -1,6 +1,7 @@
 """How fast can the harness itself go? The in-memory reference engine as a null engine.
 
     .venv/bin/python benchmarks/harness_ceiling.py [--rates 100,300,1000,2000,3000] [--duration 5s] [--out DIR]
+                                                   [--generators pacer,locust:1,locust:2,locust:4]
 
 For each offered rate, one ordinary run (harness.runner.run) of the ``memory`` engine with empty
 workflows (1 step, no work, 16 B payload) on 2 workers, resource sampling on (as in every run),
@@ -10,6 +11,12 @@ seconds of the harness process / the cost interval: 1.0 = one core) and the end-
 Then two microbenchmarks: ``Ledger.write`` (one O_APPEND write per event) and the live view's
 ``Follower.poll`` (reading records back), in microseconds per event, and the resource sampler's
 CPU per sample. This is a benchmark, not a test: the figures depend on the machine and its load.
+
+``--generators`` also drives the same runs through Locust and the HTTP front door
+(``load.generator: locust`` with N Locust workers and one front door per Locust worker) and prints,
+per rate, each generator's figures as ratios to the built-in pacer's measured in the same
+invocation, and the front door's addition to the submit p50 (Locust's send-to-answer p50 minus the
+pacer's submit p50).
 """
 
 from __future__ import annotations
@@ -23,29 +30,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import results, scenario
-from harness.run import runner
+from harness import scenario
+from harness.analysis import summary as analysis_summary
 from harness.ledger import Follower, Ledger
+from harness.run import runner
 
 N_EVENTS = 50_000
 
 
-def run_rate(rate: float, duration: str, out: Path) -> dict[str, Any]:
+def run_rate(rate: float, duration: str, out: Path, generator: str = "pacer") -> dict[str, Any]:
+    load: dict[str, Any] = {"mode": "open", "rate": rate, "warmup": "1s", "duration": duration, "drain_timeout": "20s"}
+    if generator.startswith("locust"):
+        n = int(generator.partition(":")[2] or 1)
+        load.update(generator="locust", locust_workers=n, front_doors=n)
     sc = scenario.parse({
-        "name": f"ceiling-{rate:g}",
+        "name": f"ceiling-{rate:g}-{generator.replace(':', '')}",
         "engines": ["memory"],
         "workload": {"steps": 1, "step_duration": 0, "payload_bytes": 16},
-        "load": {"mode": "open", "rate": rate, "warmup": "1s", "duration": duration, "drain_timeout": "20s"},
+        "load": load,
         "workers": {"count": 2},
         "floors": {"enabled": False},
     }, "harness_ceiling")
     run_dir = runner.run(sc, out, progress=False)
-    e = results.read_json(run_dir / "summary.json")["engines"]["memory"]
+    e = analysis_summary.analyze(run_dir)["engines"]["memory"]
     lateness, e2e = e["pacer_lateness_ms"], e["e2e_latency_ms"]
     cost = e.get("cost") or {}
     driver = (cost.get("components") or {}).get("driver") or {}
     sampler = cost.get("sampler") or {}
+    locust = e.get("locust") or {}
     return {
+        "generator": generator,
+        "submit_p50_ms": e["submit_latency_ms"]["p50"],
+        "locust_response_p50_ms": (locust.get("response_time_ms") or {}).get("p50"),
         "offered_per_s": rate,
         "achieved_per_s": e["achieved_rate_per_s"],
         "completed_per_s": e["throughput_per_s"],
@@ -91,20 +107,52 @@ def markdown(rows: list[dict[str, Any]], micro: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+def generators_markdown(rows: list[dict[str, Any]]) -> str:
+    """Each generator's figures beside the pacer's at the same rate, as ratios to it."""
+    pacer = {r["offered_per_s"]: r for r in rows if r["generator"] == "pacer"}
+    lines = ["| offered /s | generator | achieved /s (x pacer) | completed /s (x pacer) | lateness p50 / p99 ms | "
+             "e2e p50 / p99 ms (x pacer) | front door adds to submit p50 ms |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = pacer.get(r["offered_per_s"], {})
+        added = (round(r["locust_response_p50_ms"] - p["submit_p50_ms"], 2)
+                 if r["locust_response_p50_ms"] is not None and p.get("submit_p50_ms") is not None else "-")
+        flag = " (fell behind)" if r["driver_fell_behind"] else ""
+        lines.append(
+            f"| {r['offered_per_s']:g} | {r['generator']} | {r['achieved_per_s']:.0f}{flag} "
+            f"({_ratio(r['achieved_per_s'], p.get('achieved_per_s'))}) | {r['completed_per_s']:.0f} "
+            f"({_ratio(r['completed_per_s'], p.get('completed_per_s'))}) | "
+            f"{r['pacer_lateness_p50_ms']} / {r['pacer_lateness_p99_ms']} | {r['e2e_p50_ms']} / {r['e2e_p99_ms']} "
+            f"({_ratio(r['e2e_p50_ms'], p.get('e2e_p50_ms'))} / {_ratio(r['e2e_p99_ms'], p.get('e2e_p99_ms'))}) | "
+            f"{added} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="100,300,1000,2000,3000")
     parser.add_argument("--duration", default="5s", help="measured load per rate")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
+    parser.add_argument("--generators", default="pacer",
+                        help="comma-separated: pacer, locust:N (N Locust workers and N front doors)")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
+    generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+    if "pacer" not in generators:
+        generators.insert(0, "pacer")  # the reference of every ratio
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="durabench-ceiling-"))
     rows = []
     for rate in rates:
-        print(f"rate {rate:g}/s ...", file=sys.stderr, flush=True)
-        rows.append(run_rate(rate, args.duration, out))
+        for generator in generators:
+            print(f"rate {rate:g}/s, {generator} ...", file=sys.stderr, flush=True)
+            rows.append(run_rate(rate, args.duration, out, generator))
     micro = ledger_cost()
-    print(markdown(rows, micro))
+    print(markdown([r for r in rows if r["generator"] == "pacer"], micro))
+    if len(generators) > 1:
+        print("\n" + generators_markdown(rows))
     (out / "harness_ceiling.json").write_text(json.dumps({"rates": rows, **micro}, indent=2) + "\n")
     print(f"\nraw: {out / 'harness_ceiling.json'}", file=sys.stderr)
     return 0
