@@ -1,8 +1,8 @@
 """The ``durabench`` command line.
 
     durabench run SCENARIO [--engines a,b] [--out DIR] [--duration 20s] [--rate N] [--workers K]
-                           [--durability strict|relaxed|volatile] [--generator pacer|locust] [--quiet]
-                           [--repeat N] [--fail-on violations,slo] [--junit FILE]
+                           [--durability strict|relaxed|volatile] [--generator pacer|locust] [--locust-ui]
+                           [--quiet] [--repeat N] [--fail-on violations,slo] [--junit FILE]
     durabench engines
     durabench check SCENARIO...
     durabench analyze RUN_DIR [--fail-on violations,slo] [--junit FILE]
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes per engine")
     p.add_argument("--durability", help="strict | relaxed | volatile")
     p.add_argument("--generator", help="pacer | locust: who sends the load (docs/scenarios.md)")
+    p.add_argument("--locust-ui", action="store_true", help="serve Locust's web UI (loopback) during a Locust run")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--repeat", type=int, metavar="N",
                    help="run every engine N times, interleaved (A B A B ...); the report shows medians with min-max")

@@ -56,6 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     repeat = _repeat(args.repeat)
     sc = scenario.load(args.scenario, _overrides(args))
     gates.require_slo(sc.slo, fail_on, args.scenario)
+    if args.locust_ui:
+        if sc.load.generator != "locust":
+            raise UserError("--locust-ui needs load.generator: locust (add --generator locust)")
+        from harness.run import locustload
+
+        locustload.WEB_UI = True
     from harness.run import runner  # engine client libraries load only when a run starts
 
     try:

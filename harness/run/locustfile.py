@@ -47,9 +47,16 @@ def _on_init(environment: Environment, **_: Any) -> None:
         def done(msg: Any, **_kw: Any) -> None:
             DONE.add(msg.data["worker_index"])
             if len(DONE) >= PLAN.workers:
-                gevent.spawn(runner.quit)  # not from this handler's own greenlet
+                gevent.spawn(_quit, environment)  # not from this handler's own greenlet
 
         runner.register_message("durabench_done", done)
+
+
+def _quit(environment: Environment) -> None:
+    assert environment.runner is not None
+    environment.runner.quit()
+    if environment.web_ui is not None:  # --locust-ui: the web UI is the master's main greenlet
+        environment.web_ui.stop()
 
 
 @events.test_start.add_listener

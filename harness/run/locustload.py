@@ -38,6 +38,7 @@ LEAD_S = 1.0  # t0 this long after the master starts, so every worker has it bef
 CONNECTIONS = 100  # HTTP connections per Locust worker (more requests in flight wait: lateness, visible)
 START_TIMEOUT_S = 90.0
 POLL_S = 0.02
+WEB_UI = False  # `durabench run --locust-ui`: the master serves Locust's web UI (loopback) during the run
 STATS_PREFIX = "stats"  # Locust's --csv prefix: stats_stats.csv, stats_stats_history.csv, stats_failures.csv
 
 
@@ -130,8 +131,14 @@ class LocustLoad(Driver):
         port = free_port()
         base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
         run_time_s = int(LEAD_S + self.load.warmup + self.load.duration + self.load.submit_timeout + 60)
+        if WEB_UI:
+            web_port = free_port()
+            ui = ["--autostart", "--autoquit", "5", "--web-host", "127.0.0.1", "--web-port", str(web_port)]
+            print(f"[{self.ctx.work_dir.name}] Locust web UI: http://127.0.0.1:{web_port}", file=sys.stderr, flush=True)
+        else:
+            ui = ["--headless"]
         master = self._start_proc([
-            *base, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            *base, *ui, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
             "--expect-workers", str(n), "--expect-workers-max-wait", str(int(START_TIMEOUT_S)),
             "--users", str(n), "--spawn-rate", str(n), "--run-time", f"{run_time_s}s",
             "--csv", str(self.dir / STATS_PREFIX), "--html", str(self.dir / "report.html"),
