@@ -142,3 +142,20 @@ def test_locust_drives_memory_and_dbos_through_front_doors(tmp_path: Path) -> No
         assert summary["engines"][name]["achieved_rate_per_s"] > 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert "locust" in manifest["engines"]["dbos"]["versions"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "scenarios/quick.yaml", "--locust-ui"], "--locust-ui needs load.generator: locust"),
+        (["run", "scenarios/quick.yaml", "--generator", "gatling"], "load.generator"),
+        (["front", "--config", "/nonexistent.json"], "not a front-door config"),
+        (["worker", "--config", "/nonexistent.json", "--collector", "http://127.0.0.1:1"], "not a worker config"),
+        (["collect", "--dir", "/nonexistent"], "not a directory"),
+    ],
+)
+def test_scale_out_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    proc = subprocess.run([*DURABENCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("durabench: error: ") and message in line, line
