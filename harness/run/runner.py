@@ -254,7 +254,12 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             if sampler is not None:
                 sampler.sample()  # the cost interval starts here (harness/analysis/cost.py)
             load = asyncio.create_task(driver.run())
-            await driver.started.wait()
+            started = asyncio.create_task(driver.started.wait())
+            await asyncio.wait([load, started], return_when=asyncio.FIRST_COMPLETED)
+            if not driver.started.is_set():  # the load failed before it began (e.g. a front door did not start)
+                started.cancel()
+                await load  # raises why
+                raise ServiceError("the load ended before it started")
             faults = asyncio.create_task(nemesis.run(driver.t0_mono))
             while not load.done():
                 say.tick(lambda: driver.progress_line("load"))

@@ -159,3 +159,26 @@ def test_scale_out_user_errors_are_one_line_exit_2(args: list[str], message: str
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("durabench: error: ") and message in line, line
+
+
+def test_a_front_door_that_cannot_start_fails_the_load_quickly(tmp_path: Path) -> None:
+    """The front door exits (unknown engine): the load fails with the reason instead of waiting forever."""
+    import asyncio
+
+    from harness.contract import EngineContext
+    from harness.errors import ServiceError
+    from harness.ledger import Follower, Ledger
+    from harness.run.driver import LiveView
+    from harness.run.locustload import LocustLoad
+    from harness.scenario import LoadSpec
+
+    history = tmp_path / "history"
+    history.mkdir()
+    (tmp_path / "logs").mkdir()
+    ctx = EngineContext("nosuch", "abcd1234", {}, Workload(1, 0.0, 8), 1, {}, tmp_path, history)
+    view = LiveView(1, Follower(history))
+    load = LocustLoad(ctx, None, LoadSpec(generator="locust"), 1, Ledger(history, "driver"), view)  # type: ignore[arg-type]
+    with pytest.raises(ServiceError, match="died while waiting for the front doors"):
+        asyncio.run(load.run())
+    assert "unknown engine" in (tmp_path / "logs" / "front-0.log").read_text()
+    assert not load._procs  # every process it started was stopped
