@@ -23,6 +23,30 @@ def _number(text: str) -> float | None:
         return None
 
 
+def _pcts(values: list[int]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None}
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] / 1e6, 3)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1] / 1e6, 3)}
+
+
+def split_lateness(events: list[dict[str, Any]], start_ns: int, end_ns: int) -> dict[str, Any]:
+    """The lateness of Locust runs (intended start to the front door's receipt) split in two, over the
+    arrivals intended inside the measured window: ``send_lateness_ms`` (intended to Locust's send) and
+    ``http_hop_ms`` (Locust's send to the front door's receipt). Both read Locust's clock: across hosts,
+    clock skew shifts them (the sum, durabench's lateness, is unaffected by the split)."""
+    send, hop = [], []
+    for r in events:
+        if r["ev"] == "invoke" and "client_sent_ns" in r and start_ns <= r["intended_ns"] < end_ns:
+            send.append(max(0, r["client_sent_ns"] - r["intended_ns"]))
+            hop.append(max(0, r["ns"] - r["client_sent_ns"]))
+    return {"send_lateness_ms": _pcts(send), "http_hop_ms": _pcts(hop)}
+
+
 def read(engine_dir: Path) -> dict[str, Any] | None:
     """The Aggregated row of Locust's statistics (times in ms) and its failures; None without a Locust run."""
     path = engine_dir / STATS_CSV

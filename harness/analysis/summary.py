@@ -60,7 +60,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
         "load_generator": next(r for r in events if r["ev"] == "load_start").get("generator", "pacer"),
-        "locust": locuststats.read(edir),
+        "locust": _locust(edir, events, win),
         "settings": info.get("settings", {}),
     }
     summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax
@@ -70,6 +70,13 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
 def _completion_source(reconcile: dict[str, EngineRecord]) -> str:
     with_ts = sum(1 for r in reconcile.values() if r.completed_ns is not None)
     return "engine" if with_ts else "ledger (last step end)"
+
+
+def _locust(edir: Path, events: list[dict[str, Any]], win: metrics.Window) -> dict[str, Any] | None:
+    stats = locuststats.read(edir)
+    if stats is not None:
+        stats.update(locuststats.split_lateness(events, win.start_ns, win.end_ns))
+    return stats
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:

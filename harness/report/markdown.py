@@ -170,6 +170,11 @@ def locust_section(summary: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | Locust: send to answer | {lo['requests']} | {lo['failures']} | "
                      f"{_fmt(lo['requests_per_s'])} | {_fmt(rt['p50'])} | {_fmt(rt['p90'])} | {_fmt(rt['p99'])} | "
                      f"{_fmt(rt['max'])} |")
+        for key, label in (("send_lateness_ms", "Locust: intended to its send"),
+                           ("http_hop_ms", "Locust's send to front door")):
+            h = lo.get(key) or {}
+            lines.append(f"| {name} | {label} | - | - | - | {_fmt(h.get('p50'))} | - | {_fmt(h.get('p99'))} | "
+                         f"{_fmt(h.get('max'))} |")
         for metric, label in (("pacer_lateness_ms", "durabench: lateness (intended to front door)"),
                               ("submit_latency_ms", "durabench: submit (front door to engine ack)"),
                               ("e2e_latency_ms", "durabench: e2e (intended to durable completion)")):
