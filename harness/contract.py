@@ -54,8 +54,11 @@ class WorkerConfig:
     @classmethod
     def load(cls, path: Path | str | None = None) -> WorkerConfig:
         """Read the config named by ``$DURABENCH_WORKER_CONFIG`` (or ``path``)."""
-        raw = json.loads(Path(path or os.environ[CONFIG_ENV]).read_text())
-        raw["workload"] = Workload(**raw["workload"])
+        return cls.load_dict(json.loads(Path(path or os.environ[CONFIG_ENV]).read_text()))
+
+    @classmethod
+    def load_dict(cls, raw: dict[str, Any]) -> WorkerConfig:
+        raw = {**raw, "workload": Workload(**raw["workload"])}
         return cls(**raw)
 
 

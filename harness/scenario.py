@@ -86,6 +86,16 @@ class WorkersSpec(_Strict):
     restart_delay: Duration = 1.0
     ready_timeout: Duration = 90.0
     ledger: Literal["direct", "shipped"] = "direct"  # shipped: each worker a "host" shipping its ledger over HTTP
+    remote: int = Field(0, ge=0, le=64)  # the last `remote` workers run elsewhere (durabench worker --run URL)
+
+    @model_validator(mode="after")
+    def _remote_needs_shipping(self) -> WorkersSpec:
+        if self.remote > self.count:
+            raise _FieldError("workers.remote", f"at most workers.count ({self.count})", self.remote)
+        if self.remote and self.ledger != "shipped":
+            raise _FieldError("workers.ledger", "shipped when workers.remote > 0 (remote workers ship their ledger)",
+                              self.ledger)
+        return self
 
 
 class FloorsSpec(_Strict):
@@ -245,6 +255,13 @@ class Scenario(_Strict):
             if fault.kind in WORKER_FAULTS and fault_targets(target, self.workers.count) is None:
                 known = f"worker:0..{self.workers.count - 1}, worker:all"
                 raise _FieldError(f"faults.{i}.target", f"a known target for {fault.kind} ({known})", target)
+            local = self.workers.count - self.workers.remote
+            if fault.kind in WORKER_FAULTS and any(w >= local for w in fault_targets(target, self.workers.count) or []):
+                raise _FieldError(
+                    f"faults.{i}.target", "a worker durabench runs itself "
+                    f"({f'worker:0..{local - 1}' if local else 'none here'}): "
+                    f"worker:{local}..{self.workers.count - 1} run on other hosts (workers.remote), where durabench "
+                    f"cannot {fault.kind.removesuffix('-worker')} them", target)
             if fault.kind in STORE_FAULTS and not _service_target(target, "service:"):
                 raise _FieldError(f"faults.{i}.target", f"service:store or service:<{'|'.join(SERVICES)}>", target)
             if fault.kind in LINK_FAULTS and not _service_target(target, "link:"):

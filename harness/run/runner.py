@@ -212,13 +212,24 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
     view = LiveView(ctx.workload.steps, Follower(ctx.ledger_dir))
     with contextlib.ExitStack() as stack:
         if scenario.workers.ledger == "shipped":  # every worker a "host": its ledger comes over HTTP
-            url = stack.enter_context(shipping.collector(ctx.ledger_dir, ctx.work_dir / "logs" / "collector.log"))
-            sup: Supervisor = shipping.ShippingSupervisor(engine, ctx, scenario.workers.count,
-                                                          scenario.workers.restart_delay, sup_ledger,
-                                                          collector_url=url)
+            local = scenario.workers.count - scenario.workers.remote  # the rest run on other hosts
+            coll = stack.enter_context(shipping.collector(ctx.ledger_dir, ctx.work_dir / "logs" / "collector.log",
+                                                          ctx.work_dir / "workers"))
+            sup: Supervisor = shipping.ShippingSupervisor(engine, ctx, local, scenario.workers.restart_delay,
+                                                          sup_ledger, collector_url=coll.url)
+            remote = list(range(local, scenario.workers.count))
+            for i in remote:
+                sup.config(i).dump(sup.config_path(i))
+                say.tick(functools.partial(str, f"[{ctx.work_dir.name}] waiting for worker:{i} on its host: "
+                                                 f"durabench worker --run {coll.url} --index {i}"), force=True)
+            await _drive_with(engine, ctx, scenario, say, svc, proxies, sup, view, harness_ledger, nem_ledger)
+            missing = await asyncio.to_thread(coll.finish_remote, remote)
+            if missing:
+                raise ServiceError(f"remote workers {missing} did not confirm their last shipment: their history may "
+                                   "be incomplete (restart durabench worker with the same --spool to resume)")
         else:
             sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
-        await _drive_with(engine, ctx, scenario, say, svc, proxies, sup, view, harness_ledger, nem_ledger)
+            await _drive_with(engine, ctx, scenario, say, svc, proxies, sup, view, harness_ledger, nem_ledger)
 
 
 async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress, svc: services.Services,
@@ -292,7 +303,7 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
 
 async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    wanted = {f"worker:{i}" for i in range(sup.count)}
+    wanted = {f"worker:{i}" for i in range(sup.ctx.workers)}  # remote workers too (workers.remote)
     while not wanted <= view.ready.keys():
         if time.monotonic() > deadline:
             missing = sorted(wanted - view.ready.keys())

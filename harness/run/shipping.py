@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ SHIP_INTERVAL_S = 0.05
 SHIP_BATCH_BYTES = 1 << 20
 HTTP_TIMEOUT_S = 10.0
 FINAL_SHIP_TIMEOUT_S = 30.0
+STATUS_EVERY = 10  # the shipper asks the collector whether the run is stopping every 10th shipment (0.5 s)
+COLLECTOR_GONE_S = 30.0  # a collector silent this long: the run is over, stop the worker
 ROOT = Path(__file__).resolve().parents[2]
 FILE_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,200}\.jsonl$")
 
@@ -59,8 +62,11 @@ Scope = dict[str, Any]
 class Collector:
     """The ASGI app that writes shipped ledger bytes into ``directory``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, configs: Path | None = None) -> None:
         self.directory = directory
+        self.configs = configs  # worker-N.json files served to remote workers (GET /config/N)
+        self.stopping = False  # set by the harness (POST /stop): remote hosts stop, ship all, then POST /done/N
+        self.done: set[int] = set()
         self._lock = asyncio.Lock()
 
     def offsets(self) -> dict[str, int]:
@@ -96,18 +102,42 @@ class Collector:
         await send({"type": "http.response.body", "body": body})
 
     async def _http(self, scope: Scope, receive: Any) -> tuple[int, dict[str, Any]]:
-        if scope["path"] == "/offsets" and scope["method"] == "GET":
+        path, method = scope["path"], scope["method"]
+        if method == "GET":
+            return self._get(path)
+        if method != "POST":
+            return 405, {"error": "GET or POST"}
+        if path == "/ledger":
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            return await self._ledger(b"".join(chunks))
+        index = path.rpartition("/")[2]
+        if path == "/stop":
+            self.stopping = True
+            return 200, {"stopping": True}
+        if path.startswith("/done/") and index.isdigit():
+            self.done.add(int(index))
+            return 200, {"done": sorted(self.done)}
+        return 404, {"error": "GET /offsets, /status, /config/N; POST /ledger, /stop, /done/N"}
+
+    def _get(self, path: str) -> tuple[int, dict[str, Any]]:
+        index = path.rpartition("/")[2]
+        if path == "/offsets":
             return 200, self.offsets()
-        if scope["path"] != "/ledger" or scope["method"] != "POST":
-            return 404, {"error": "GET /offsets or POST /ledger"}
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        if path == "/status":
+            return 200, {"stopping": self.stopping, "done": sorted(self.done)}
+        config = self.configs / f"worker-{index}.json" if self.configs and index.isdigit() else None
+        if not path.startswith("/config/") or config is None or not config.is_file():
+            return 404, {"error": f"no such resource {path!r} (GET /offsets, /status, /config/N of this run)"}
+        return 200, json.loads(config.read_text())
+
+    async def _ledger(self, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
-            doc = json.loads(b"".join(chunks))
+            doc = json.loads(body)
             name, offset, data = doc["file"], doc["offset"], doc["data"].encode()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return 400, {"error": f"expected {{file, offset, data}}: {exc}"}
@@ -120,7 +150,7 @@ class Collector:
         return status, {"file": name, "offset": held}
 
 
-def serve_collector(directory: Path, host: str, port: int) -> None:
+def serve_collector(directory: Path, host: str, port: int, configs: Path | None = None) -> None:
     """Serve the collector until SIGTERM; write a ``ready`` record with its URL into ``directory``."""
     import uvicorn
 
@@ -133,16 +163,17 @@ def serve_collector(directory: Path, host: str, port: int) -> None:
                 bound = self.servers[0].sockets[0].getsockname()
                 ledger.write("ready", url=f"http://{bound[0]}:{bound[1]}")
 
-    _Server(uvicorn.Config(Collector(directory), host=host, port=port, lifespan="on", access_log=False,
+    _Server(uvicorn.Config(Collector(directory, configs), host=host, port=port, lifespan="on", access_log=False,
                            log_level="warning")).run()
 
 
 @contextlib.contextmanager
-def collector(directory: Path, log: Path, timeout_s: float = 60.0) -> Iterator[str]:
-    """A harness-owned collector process writing into ``directory``; yields its URL."""
+def collector(directory: Path, log: Path, configs: Path, timeout_s: float = 60.0) -> Iterator[Collecting]:
+    """A harness-owned collector process writing into ``directory`` and serving the worker configs in
+    ``configs``; yields a handle with its URL."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = procs.spawn([sys.executable, "-m", "harness.cli", "collect", "--dir", str(directory)], log=log, env=env,
-                       cwd=ROOT)
+    proc = procs.spawn([sys.executable, "-m", "harness.cli", "collect", "--dir", str(directory), "--configs",
+                        str(configs)], log=log, env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -153,9 +184,30 @@ def collector(directory: Path, log: Path, timeout_s: float = 60.0) -> Iterator[s
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"the ledger collector did not start; see {log}")
             time.sleep(0.02)
-        yield str(ready[0]["url"])
+        yield Collecting(str(ready[0]["url"]))
     finally:
         procs.stop(proc)
+
+
+@dataclass
+class Collecting:
+    """The harness's handle on its collector."""
+
+    url: str
+
+    def finish_remote(self, indices: list[int], timeout_s: float = FINAL_SHIP_TIMEOUT_S + 10) -> list[int]:
+        """Ask remote hosts to stop their worker and ship everything; returns the indices that did not
+        confirm (``POST /done/N``) within ``timeout_s``."""
+        if not indices:
+            return []
+        _request("POST", f"{self.url}/stop", {})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            _, status = _request("GET", f"{self.url}/status")
+            missing = sorted(set(indices) - set(status["done"]))
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- shipper
@@ -224,7 +276,8 @@ class Shipper:
 
 def run_worker_host(config_path: Path, collector: str, spool: Path) -> int:
     """Run one engine worker with its ledger in ``spool`` and ship it; exit when the worker exits
-    (after a last complete shipment) or on SIGTERM (stop the worker first)."""
+    (after a last complete shipment), on SIGTERM (stop the worker first), or when the run asks its
+    remote hosts to stop (``/status``: stop the worker, ship everything, confirm with ``POST /done/N``)."""
     from harness import registry
 
     cfg = WorkerConfig.load(config_path)
@@ -238,14 +291,29 @@ def run_worker_host(config_path: Path, collector: str, spool: Path) -> int:
                         spool, spool)
     shipper = Shipper(spool, collector)
     stop = threading.Event()
+    asked = threading.Event()  # the run asked its remote hosts to stop
 
     def ship_loop() -> None:
+        failing_since, tick = None, 0
         while not stop.wait(SHIP_INTERVAL_S):
+            tick += 1
             try:
                 shipper.ship_once()
-            except (OSError, ConnectionError) as exc:
+                if tick % STATUS_EVERY == 0 and not asked.is_set():
+                    _, status = _request("GET", f"{shipper.url}/status")
+                    if status.get("stopping"):
+                        asked.set()
+                        procs.kill_group(worker, signal.SIGTERM)
+                failing_since = None
+            except (OSError, ConnectionError, ValueError) as exc:
                 shipper.acked = None
+                failing_since = failing_since or time.monotonic()
                 print(f"shipper: {type(exc).__name__}: {exc}; retrying", file=sys.stderr, flush=True)
+                if time.monotonic() - failing_since > COLLECTOR_GONE_S:
+                    print(f"shipper: the collector has not answered for {COLLECTOR_GONE_S:g}s: the run is over; "
+                          "stopping the worker", file=sys.stderr, flush=True)
+                    procs.kill_group(worker, signal.SIGTERM)
+                    return
 
     env = {**os.environ, CONFIG_ENV: str(local_path), "PYTHONUNBUFFERED": "1"}
     worker = procs.spawn(engine.worker_command(ctx, cfg.worker_index), env=env, log=spool / "worker.log")
@@ -258,10 +326,13 @@ def run_worker_host(config_path: Path, collector: str, spool: Path) -> int:
     stop.set()
     thread.join()
     complete = shipper.ship_all(FINAL_SHIP_TIMEOUT_S)
+    if complete and asked.is_set():
+        with contextlib.suppress(OSError, ValueError):
+            _request("POST", f"{shipper.url}/done/{cfg.worker_index}", {})
     print(f"{cfg.worker_id}: worker exited with code {code}; shipped {shipper.shipped_bytes} bytes; "
           f"{'complete' if complete else 'INCOMPLETE: restart durabench worker with the same spool to resume'}",
           flush=True)
-    return 0 if complete and code in (0, -signal.SIGTERM) else 1
+    return 0 if complete and code in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else 1
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
@@ -299,27 +370,48 @@ class ShippingSupervisor(Supervisor):
 
 def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="run one engine worker here and ship its ledger to a run's collector")
-    p.add_argument("--config", required=True, help="the worker's config JSON (docs/engines.md)")
-    p.add_argument("--collector", required=True, help="the run's collector URL, http://HOST:PORT")
+    p.add_argument("--run", help="the run's collector URL, http://HOST:PORT: fetch worker --index's config from it")
+    p.add_argument("--index", type=int, help="with --run: which worker this host runs (worker:N)")
+    p.add_argument("--config", help="the worker's config JSON (docs/engines.md), instead of --run/--index")
+    p.add_argument("--collector", help="with --config: the run's collector URL, http://HOST:PORT")
     p.add_argument("--spool", help="local ledger directory (default: ./durabench-spool/<run_id>/<worker>)")
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("collect", help="serve a collector that writes shipped ledgers into a history directory")
     p.add_argument("--dir", required=True, help="the run's history directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one, named in its ready record)")
+    p.add_argument("--configs", help="directory of worker-N.json configs served to remote workers")
     p.set_defaults(func=_cmd_collect)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    path = Path(args.config)
-    try:
-        cfg = WorkerConfig.load(path)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{path}: not a worker config ({type(exc).__name__}: {exc}); see docs/engines.md") from None
-    if not args.collector.startswith("http://"):
-        raise UserError(f"--collector {args.collector!r}: expected http://HOST:PORT")
+    if (args.run is None) == (args.config is None):
+        raise UserError("give either --run URL --index N (fetch the config from the run) "
+                        "or --config FILE --collector URL")
+    url = args.run or args.collector
+    if url is None or not url.startswith("http://"):
+        raise UserError(f"{'--run' if args.run else '--collector'} {url!r}: expected http://HOST:PORT")
+    if args.run is not None:
+        if args.index is None:
+            raise UserError("--run needs --index N: which worker of the run this host runs")
+        try:
+            status, doc = _request("GET", f"{url.rstrip('/')}/config/{args.index}")
+        except OSError as exc:
+            raise UserError(f"--run {url}: no collector answers there ({exc})") from None
+        if status != 200:
+            raise UserError(f"--run {url}: {doc.get('error', status)}")
+        cfg = WorkerConfig.load_dict(doc)
+    else:
+        try:
+            cfg = WorkerConfig.load(args.config)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{args.config}: not a worker config ({type(exc).__name__}: {exc}); "
+                            "see docs/engines.md") from None
     spool = Path(args.spool) if args.spool else Path("durabench-spool") / cfg.run_id / cfg.worker_id.replace(":", "-")
-    return run_worker_host(path, args.collector, spool)
+    spool.mkdir(parents=True, exist_ok=True)
+    received = spool / "received.json"
+    cfg.dump(received)
+    return run_worker_host(received, url, spool)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -327,6 +419,6 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise UserError(f"--dir {directory}: not a directory")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve_collector(directory, args.host, args.port)
+    serve_collector(directory, args.host, args.port, Path(args.configs) if args.configs else None)
     return 0
 

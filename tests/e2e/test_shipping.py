@@ -35,7 +35,7 @@ def test_shipped_ledgers_are_complete_after_sigkilled_hosts(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
-    for name in ("memory", "dbos"):
+    for name in ("dbos",):
         edir = run_dir / "engines" / name
         spooled = sorted((edir / "hosts").glob("worker-*/*.jsonl"))
         # two hosts, each killed once: four worker processes, each with its own ledger file
@@ -49,3 +49,69 @@ def test_shipped_ledgers_are_complete_after_sigkilled_hosts(tmp_path: Path) -> N
     assert dbos["verdict"] == "correct", dbos
     assert dbos["completed"] == dbos["submitted"] and dbos["missing_steps"] == 0
     assert dbos["replayed_completed_steps"] == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.real
+def test_a_remote_worker_host_sigkilled_mid_run_loses_nothing(tmp_path: Path) -> None:
+    """worker:1 on a second "host" (its own directory and processes, started by this test from the
+    command durabench prints), SIGKILLed mid-load with its shipper and restarted: exact checker counts."""
+    import os
+    import re
+    import signal
+    import threading
+    import time
+
+    run = subprocess.Popen([*DURABENCH, "run", "tests/e2e/remote.yaml", "--out", str(tmp_path / "out")], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert run.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    host_b = tmp_path / "host-b"
+    host_b.mkdir()
+    hosts: list[subprocess.Popen[bytes]] = []
+
+    def start_host(command: list[str]) -> None:
+        hosts.append(subprocess.Popen([*DURABENCH, *command, "--spool", str(host_b / "spool")], cwd=host_b,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+
+    try:
+        deadline = time.monotonic() + 120
+        command = None
+        while command is None and time.monotonic() < deadline:
+            found = [re.search(r"durabench (worker --run \S+ --index 1)", line) for line in list(lines)]
+            command = next((m.group(1).split() for m in found if m), None)
+            time.sleep(0.1)
+        assert command is not None, "".join(lines)
+        start_host(command)
+        ledger_b = host_b / "spool"
+        while time.monotonic() < deadline:  # kill it once it has run steps
+            if any('"step_end"' in p.read_text() for p in ledger_b.glob("worker-1.*.jsonl")):
+                break
+            time.sleep(0.1)
+        os.killpg(hosts[0].pid, signal.SIGKILL)  # the host's durabench worker, its shipper, and (PDEATHSIG) its worker
+        hosts[0].wait(10)
+        start_host(command)  # its supervisor (here: the test) restarts it on the same spool
+        out, _ = run.communicate(timeout=600)
+        reader.join(10)
+        assert run.returncode == 0, "".join(lines)[-3000:]
+        assert hosts[1].wait(60) == 0  # asked by the run to stop, it shipped everything and confirmed
+    finally:
+        for host in hosts:
+            if host.poll() is None:
+                os.killpg(host.pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()
+    (run_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    edir = run_dir / "engines" / "dbos"
+    spooled = sorted((host_b / "spool").glob("worker-1.*.jsonl"))
+    assert len(spooled) == 2  # the killed worker process and its successor
+    for path in spooled + sorted((edir / "hosts").glob("worker-0/*.jsonl")):
+        assert (edir / "history" / path.name).read_bytes() == path.read_bytes(), path.name
+    e = json.loads((run_dir / "summary.json").read_text())["engines"]["dbos"]
+    assert e["verdict"] == "correct", e
+    assert e["completed"] == e["submitted"] == e["acknowledged"] and e["lost"] == 0 and e["missing_steps"] == 0
+    assert e["worker_restarts"] == 1  # the supervisor's; the remote host's restart is its own business
+    ran_on = {r["src"] for p in (edir / "history").glob("worker-*.jsonl") for r in map(json.loads, p.open())}
+    assert ran_on == {"worker:0", "worker:1"}
