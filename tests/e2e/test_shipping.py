@@ -63,7 +63,7 @@ def test_a_remote_worker_host_sigkilled_mid_run_loses_nothing(tmp_path: Path) ->
     import time
 
     run = subprocess.Popen([*DURABENCH, "run", "tests/e2e/remote.yaml", "--out", str(tmp_path / "out")], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     assert run.stderr is not None
     reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
@@ -93,7 +93,7 @@ def test_a_remote_worker_host_sigkilled_mid_run_loses_nothing(tmp_path: Path) ->
         os.killpg(hosts[0].pid, signal.SIGKILL)  # the host's durabench worker, its shipper, and (PDEATHSIG) its worker
         hosts[0].wait(10)
         start_host(command)  # its supervisor (here: the test) restarts it on the same spool
-        out, _ = run.communicate(timeout=600)
+        run.wait(timeout=600)
         reader.join(10)
         assert run.returncode == 0, "".join(lines)[-3000:]
         assert hosts[1].wait(60) == 0  # asked by the run to stop, it shipped everything and confirmed
