@@ -87,6 +87,7 @@ class WorkersSpec(_Strict):
     ready_timeout: Duration = 90.0
     ledger: Literal["direct", "shipped"] = "direct"  # shipped: each worker a "host" shipping its ledger over HTTP
     remote: int = Field(0, ge=0, le=64)  # the last `remote` workers run elsewhere (durabench worker --run URL)
+    collector_host: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9_.:-]+$")  # where the ledger collector listens
 
     @model_validator(mode="after")
     def _remote_needs_shipping(self) -> WorkersSpec:

@@ -214,7 +214,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
         if scenario.workers.ledger == "shipped":  # every worker a "host": its ledger comes over HTTP
             local = scenario.workers.count - scenario.workers.remote  # the rest run on other hosts
             coll = stack.enter_context(shipping.collector(ctx.ledger_dir, ctx.work_dir / "logs" / "collector.log",
-                                                          ctx.work_dir / "workers"))
+                                                          ctx.work_dir / "workers", scenario.workers.collector_host))
             sup: Supervisor = shipping.ShippingSupervisor(engine, ctx, local, scenario.workers.restart_delay,
                                                           sup_ledger, collector_url=coll.url)
             remote = list(range(local, scenario.workers.count))

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -161,19 +162,21 @@ def serve_collector(directory: Path, host: str, port: int, configs: Path | None 
             await super().startup(sockets)
             if self.started:
                 bound = self.servers[0].sockets[0].getsockname()
-                ledger.write("ready", url=f"http://{bound[0]}:{bound[1]}")
+                name = socket.getfqdn() if bound[0] in ("0.0.0.0", "::") else bound[0]  # an address others can use
+                ledger.write("ready", url=f"http://{name}:{bound[1]}")
 
     _Server(uvicorn.Config(Collector(directory, configs), host=host, port=port, lifespan="on", access_log=False,
                            log_level="warning")).run()
 
 
 @contextlib.contextmanager
-def collector(directory: Path, log: Path, configs: Path, timeout_s: float = 60.0) -> Iterator[Collecting]:
+def collector(directory: Path, log: Path, configs: Path, host: str = "127.0.0.1",
+              timeout_s: float = 60.0) -> Iterator[Collecting]:
     """A harness-owned collector process writing into ``directory`` and serving the worker configs in
     ``configs``; yields a handle with its URL."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     proc = procs.spawn([sys.executable, "-m", "harness.cli", "collect", "--dir", str(directory), "--configs",
-                        str(configs)], log=log, env=env, cwd=ROOT)
+                        str(configs), "--host", host], log=log, env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
