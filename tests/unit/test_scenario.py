@@ -53,6 +53,19 @@ def test_defaults_are_documented_values() -> None:
         ({"load": {"generator": "locust", "mode": "closed"}}, "load.mode: expected open with generator: locust"),
         ({"load": {"front_doors": 2}}, "load.front_doors: expected no value with generator: pacer"),
         ({"load": {"generator": "locust", "locust_workers": 0}}, "f.yaml: load.locust_workers:"),
+        ({"workers": {"remote": 1}}, "workers.ledger: expected shipped when workers.remote > 0"),
+        ({"workers": {"remote": 3, "ledger": "shipped"}}, "workers.remote: expected at most workers.count (2)"),
+        ({"workers": {"remote": 1, "ledger": "shipped"}, "faults": [{"kind": "pause-worker", "target": "worker:1",
+                                                                     "at": "1s", "duration": "1s"}]},
+         "faults.0.target: expected a worker durabench runs itself (worker:0..0): worker:1..1 run on other hosts"),
+        ({"workers": {"ledger": "carrier-pigeon"}}, "f.yaml: workers.ledger:"),
+        ({"services": {"postgres": {"url": "postgresql://u:pw@db:5432/x"}}}, "services.postgres.url: expected a URL "
+                                                                            "without a password"),
+        ({"services": {"postgres": {"url": "mysql://db"}}}, "services.postgres.url: expected a URL starting with"),
+        ({"services": {"mongo": {"url": "mongodb://db"}}}, "services.mongo: expected one of"),
+        ({"services": {"postgres": {"url": "postgresql://db:5432/x"}},
+          "server_settings": {"postgres": {"fsync": "on"}}},
+         "server_settings.postgres: expected no settings for an external server"),
     ],
 )
 def test_invalid_scenarios_say_where_and_what(extra: dict, message: str) -> None:
