@@ -66,6 +66,8 @@ class LoadSpec(_Strict):
     generator: Literal["pacer", "locust"] = "pacer"  # locust: Locust processes POST to HTTP front doors
     locust_workers: int = Field(1, ge=1, le=64)  # Locust worker processes (generator: locust)
     front_doors: int = Field(1, ge=1, le=64)  # front-door processes holding the engine client (generator: locust)
+    locust_remote_workers: int = Field(0, ge=0, le=64)  # Locust workers joining from other hosts (locust-worker)
+    listen_host: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9_.:-]+$")  # where the master and front doors listen
 
     @model_validator(mode="after")
     def _positive_duration(self) -> LoadSpec:
@@ -74,8 +76,9 @@ class LoadSpec(_Strict):
         if self.generator == "locust" and self.mode != "open":
             raise _FieldError("load.mode", "open with generator: locust (Locust drives an open loop only)", self.mode)
         if self.generator == "pacer":
-            for key in ("locust_workers", "front_doors"):
-                if getattr(self, key) != 1:  # defaults pass, so a dumped scenario validates again
+            for key, default in (("locust_workers", 1), ("front_doors", 1), ("locust_remote_workers", 0),
+                                 ("listen_host", "127.0.0.1")):
+                if getattr(self, key) != default:  # defaults pass, so a dumped scenario validates again
                     raise _FieldError(f"load.{key}", "no value with generator: pacer (it applies to generator: locust)",
                                       getattr(self, key))
         return self

@@ -10,6 +10,7 @@
     durabench compare RUN_DIR RUN_DIR... [--force] [--fail-on-regression]
     durabench ls [DIR]
     durabench front --config FRONT.json [--host 127.0.0.1] [--port 0]
+    durabench locust-worker --master HOST:PORT
     durabench worker --config WORKER.json --collector URL [--spool DIR]
     durabench collect --dir HISTORY_DIR [--host 127.0.0.1] [--port 0]
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
@@ -32,7 +33,7 @@ from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import UserError
 from harness.report import compare
 from harness.report import html as htmlreport
-from harness.run import front, shipping
+from harness.run import front, locustload, shipping
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
     htmlreport.register(sub)
     front.register(sub)
+    locustload.register(sub)
     shipping.register(sub)
     compare.register(sub)
     run.register_ls(sub)

@@ -37,6 +37,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -240,8 +241,9 @@ def serve(config: FrontConfig, host: str, port: int) -> None:
             await super().startup(sockets)
             if self.started:
                 bound = self.servers[0].sockets[0].getsockname()
-                ledger.write("ready", url=f"http://{bound[0]}:{bound[1]}", engine=config.engine)
-                print(f"front:{config.index} serving {config.engine} on http://{bound[0]}:{bound[1]}", flush=True)
+                name = socket.getfqdn() if bound[0] in ("0.0.0.0", "::") else bound[0]  # an address others can use
+                ledger.write("ready", url=f"http://{name}:{bound[1]}", engine=config.engine)
+                print(f"front:{config.index} serving {config.engine} on http://{name}:{bound[1]}", flush=True)
 
     uv = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, log_level="warning",
                         timeout_graceful_shutdown=int(config.submit_timeout_s) + 5)

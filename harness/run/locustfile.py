@@ -1,8 +1,8 @@
 """The locustfile of ``load.generator: locust``: an open-loop user that POSTs to the front doors.
 
-Run only by Locust processes the harness starts (``python -m locust -f harness/run/locustfile.py``),
-never imported by the harness or by anything that holds a Temporal client: importing locust
-monkeypatches the process with gevent.
+Run only by Locust processes (``python -m locust -f harness/run/locustfile.py``, started by the
+harness or by ``durabench locust-worker``), never imported by the harness or by anything that holds a
+Temporal client: importing locust monkeypatches the process with gevent.
 
 Open loop, no coordinated omission: each Locust worker runs ONE user, which sends its share of the
 plan's arrivals (harness/run/openloop.py) at their intended times, every request in its own greenlet, so
@@ -12,14 +12,16 @@ lateness shows in the latency (and in ``pacer_lateness``), not as a lower offere
 
 Coordination (Locust custom messages): when the master starts the test it fixes the time origin
 ``t0 = now + plan.lead_s``, writes the run's ``load_start`` record (``src: locust``) and sends
-``durabench_t0`` to every worker; each worker reports ``durabench_done`` once all its requests have
-been answered, and the master quits (writing its CSV and HTML statistics) when all have.
+``durabench_t0`` with the plan to every worker (so a worker on another host needs no file); each
+worker reports ``durabench_done`` once all its requests have been answered, and the master quits
+(writing its CSV and HTML statistics) when all have.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 import gevent
@@ -31,10 +33,11 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.ledger import Ledger
-from harness.run.openloop import Plan
+from harness.run.openloop import CONNECTIONS, Plan
 
-PLAN = Plan.load(os.environ["DURABENCH_LOCUST_PLAN"])
-T0 = gevent.event.AsyncResult()  # the load's time origin (ns), from the master
+# The plan file exists on the master's host only; workers (on any host) receive the plan with t0.
+PLAN = Plan.load(os.environ["DURABENCH_LOCUST_PLAN"]) if "DURABENCH_LOCUST_PLAN" in os.environ else None
+START = gevent.event.AsyncResult()  # (t0_ns, plan): the load's time origin and the plan, from the master
 DONE: set[int] = set()  # master: indices of the workers that finished
 
 
@@ -42,8 +45,11 @@ DONE: set[int] = set()  # master: indices of the workers that finished
 def _on_init(environment: Environment, **_: Any) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
-        runner.register_message("durabench_t0", lambda msg, **_kw: T0.set(msg.data["t0_ns"]))
+        runner.register_message("durabench_t0",
+                                lambda msg, **_kw: START.set((msg.data["t0_ns"], Plan(**msg.data["plan"]))))
     elif isinstance(runner, MasterRunner):
+        assert PLAN is not None, "the master runs with DURABENCH_LOCUST_PLAN"
+
         def done(msg: Any, **_kw: Any) -> None:
             DONE.add(msg.data["worker_index"])
             if len(DONE) >= PLAN.workers:
@@ -62,8 +68,9 @@ def _quit(environment: Environment) -> None:
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     runner = environment.runner
-    if not isinstance(runner, MasterRunner) or T0.ready():
+    if not isinstance(runner, MasterRunner) or START.ready():
         return
+    assert PLAN is not None
     spec = PLAN.spec
     t0_ns = time.time_ns() + int(PLAN.lead_s * 1e9)
     Ledger(PLAN.ledger_dir, "locust").write(
@@ -71,15 +78,15 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         warmup_ns=int(spec.warmup * 1e9), duration_ns=int(spec.duration * 1e9), generator="locust",
         locust_workers=PLAN.workers, front_doors=len(PLAN.fronts),
     )
-    T0.set(t0_ns)
-    runner.send_message("durabench_t0", {"t0_ns": t0_ns})
+    START.set((t0_ns, PLAN))
+    runner.send_message("durabench_t0", {"t0_ns": t0_ns, "plan": asdict(PLAN)})
 
 
 class OpenLoopUser(FastHttpUser):
     """One per Locust worker: sends that worker's share of the open-loop schedule."""
 
-    host = PLAN.fronts[0]
-    concurrency = PLAN.connections
+    host = "http://127.0.0.1"  # every request names its front door's absolute URL
+    concurrency = CONNECTIONS
     network_timeout = 60.0
     connection_timeout = 10.0
 
@@ -87,10 +94,10 @@ class OpenLoopUser(FastHttpUser):
     def drive(self) -> None:
         runner = self.environment.runner
         index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
-        t0_ns = T0.get()
+        t0_ns, plan = START.get()
         t0_mono = time.monotonic() + (t0_ns - time.time_ns()) / 1e9
         pool = gevent.pool.Pool()
-        for wf, offset, front in PLAN.arrivals(index):
+        for wf, offset, front in plan.arrivals(index):
             delay = t0_mono + offset - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)

@@ -13,9 +13,11 @@ Locust's own statistics (CSV and HTML) go to ``engines/<engine>/locust/``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,17 +27,16 @@ from typing import Any
 
 from harness import procs
 from harness.contract import EngineClient, EngineContext
-from harness.errors import ServiceError
+from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
 from harness.run.driver import Driver, LiveView
 from harness.run.front import FrontConfig
-from harness.run.openloop import Plan
+from harness.run.openloop import CONNECTIONS, Plan
 from harness.scenario import LoadSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 LEAD_S = 1.0  # t0 this long after the master starts, so every worker has it before the first arrival
-CONNECTIONS = 100  # HTTP connections per Locust worker (more requests in flight wait: lateness, visible)
 START_TIMEOUT_S = 90.0
 POLL_S = 0.02
 WEB_UI = False  # `durabench run --locust-ui`: the master serves Locust's web UI (loopback) during the run
@@ -93,7 +94,7 @@ class LocustLoad(Driver):
             fronts = await self._start_fronts()
             master = self._start_locust(fronts)
             await self._wait(lambda: self.view.load_start is not None, "the Locust master to start the load",
-                             "locust-master.log")
+                             "locust-master.log", START_TIMEOUT_S + 30)  # the master waits START_TIMEOUT_S for workers
             start = self.view.load_start
             assert start is not None
             self.t0_ns = start["ns"]
@@ -117,7 +118,8 @@ class LocustLoad(Driver):
                                  self.load.submit_timeout)
             path = cfg_dir / f"front-{i}.json"
             config.dump(path)
-            self._start_proc([sys.executable, "-m", "harness.cli", "front", "--config", str(path)], f"front-{i}.log")
+            self._start_proc([sys.executable, "-m", "harness.cli", "front", "--config", str(path), "--host",
+                              self.load.listen_host], f"front-{i}.log")
         srcs = [f"front:{i}" for i in range(self.load.front_doors)]
         await self._wait(lambda: all(s in self.view.urls for s in srcs), "the front doors to serve", "front-0.log")
         return [self.view.urls[s] for s in srcs]
@@ -125,10 +127,16 @@ class LocustLoad(Driver):
     def _start_locust(self, fronts: list[str]) -> subprocess.Popen[bytes]:
         from harness.run.services import free_port
 
-        n = self.load.locust_workers
+        local, remote = self.load.locust_workers, self.load.locust_remote_workers
+        n = local + remote
         Plan(self.load.model_dump(), self.seed, self.prefix, fronts, n, str(self.ctx.ledger_dir), LEAD_S,
              CONNECTIONS).dump(self.dir / "plan.json")
         port = free_port()
+        if remote:
+            host = self.load.listen_host
+            name = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+            print(f"[{self.ctx.work_dir.name}] waiting for {remote} Locust worker(s) from other hosts: "
+                  f"durabench locust-worker --master {name}:{port}", file=sys.stderr, flush=True)
         base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
         run_time_s = int(LEAD_S + self.load.warmup + self.load.duration + self.load.submit_timeout + 60)
         if WEB_UI:
@@ -138,26 +146,26 @@ class LocustLoad(Driver):
         else:
             ui = ["--headless"]
         master = self._start_proc([
-            *base, *ui, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            *base, *ui, "--master", "--master-bind-host", self.load.listen_host, "--master-bind-port", str(port),
             "--expect-workers", str(n), "--expect-workers-max-wait", str(int(START_TIMEOUT_S)),
             "--users", str(n), "--spawn-rate", str(n), "--run-time", f"{run_time_s}s",
             "--csv", str(self.dir / STATS_PREFIX), "--html", str(self.dir / "report.html"),
             "--exit-code-on-error", "0", "--only-summary",
         ], "locust-master.log")
-        for k in range(n):
+        for k in range(local):
             self._start_proc([*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
                         f"locust-worker-{k}.log")
         return master
 
-    async def _wait(self, cond: Any, what: str, log: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    async def _wait(self, cond: Any, what: str, log: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
         while not cond():
             dead = [p for p in self._procs if p.poll() is not None]
             if dead:
                 raise ServiceError(f"a process died while waiting for {what} (exit code {dead[0].returncode}); "
                                    f"see {self.ctx.work_dir / 'logs'}")
             if time.monotonic() > deadline:
-                raise ServiceError(f"timed out after {START_TIMEOUT_S:g}s waiting for {what}; "
+                raise ServiceError(f"timed out after {timeout_s:g}s waiting for {what}; "
                                    f"see {self.ctx.work_dir / 'logs' / log}")
             self.view.poll()
             await asyncio.sleep(POLL_S)
@@ -171,3 +179,20 @@ class LocustLoad(Driver):
         for proc in reversed(self._procs):
             procs.stop(proc, timeout_s=self.load.submit_timeout + 5)
         self._procs.clear()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("locust-worker", help="join a run's Locust load from this host (load.locust_remote_workers)")
+    p.add_argument("--master", required=True, help="HOST:PORT that the run printed")
+    p.set_defaults(func=_cmd_locust_worker)
+
+
+def _cmd_locust_worker(args: argparse.Namespace) -> int:
+    host, _, port = args.master.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--master {args.master!r}: expected HOST:PORT, as the run printed it")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env.pop("DURABENCH_LOCUST_PLAN", None)  # the plan comes from the master
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
+            "--master-port", port]
+    os.execve(sys.executable, argv, env)  # this process becomes the Locust worker: no gevent in durabench itself

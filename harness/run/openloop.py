@@ -19,6 +19,8 @@ from pathlib import Path
 from harness.run.driver import arrival_offsets
 from harness.scenario import LoadSpec
 
+CONNECTIONS = 100  # HTTP connections per Locust worker (more requests in flight wait: lateness, visible)
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -182,3 +182,56 @@ def test_a_front_door_that_cannot_start_fails_the_load_quickly(tmp_path: Path) -
         asyncio.run(load.run())
     assert "unknown engine" in (tmp_path / "logs" / "front-0.log").read_text()
     assert not load._procs  # every process it started was stopped
+
+
+REMOTE_LOCUST = """\
+name: remote-locust
+engines: [memory]
+workload: {steps: 1, step_duration: 10ms, payload_bytes: 8}
+load: {rate: 20, warmup: 0.5s, duration: 2s, generator: locust, locust_workers: 1, locust_remote_workers: 1}
+workers: {count: 1}
+floors: {enabled: false}
+resources: {interval: 0s}
+"""
+
+
+def test_a_locust_worker_from_another_host_takes_its_share(tmp_path: Path) -> None:
+    """`durabench locust-worker --master HOST:PORT` (here from its own directory) joins the run: the plan
+    comes from the master, and every arrival is sent once (each worker sends only its own share, so both
+    sent theirs)."""
+    import re
+    import threading
+
+    (tmp_path / "remote.yaml").write_text(REMOTE_LOCUST)
+    run = subprocess.Popen([*DURABENCH, "run", str(tmp_path / "remote.yaml"), "--out", str(tmp_path / "out")],
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert run.stderr is not None
+    threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True).start()  # type: ignore[arg-type]
+    joiner = None
+    try:
+        deadline = time.monotonic() + 120
+        master = None
+        while master is None and time.monotonic() < deadline and run.poll() is None:
+            found = [re.search(r"durabench locust-worker --master (\S+)", line) for line in list(lines)]
+            master = next((m.group(1) for m in found if m), None)
+            time.sleep(0.1)
+        assert master is not None, "".join(lines)
+        elsewhere = tmp_path / "host-b"
+        elsewhere.mkdir()
+        joiner = subprocess.Popen([*DURABENCH, "locust-worker", "--master", master], cwd=elsewhere,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert run.wait(timeout=300) == 0, "".join(lines)[-3000:]
+        assert joiner.wait(60) == 0
+    finally:
+        for proc in (run, joiner):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    (run_dir,) = list((tmp_path / "out").iterdir())
+    history = ledger.read_dir(run_dir / "engines" / "memory" / "history")
+    start = next(r for r in history if r["ev"] == "load_start")
+    assert start["locust_workers"] == 2
+    plan = json.loads((run_dir / "engines" / "memory" / "locust" / "plan.json").read_text())
+    expected = [f"{plan['prefix']}-{i:07d}" for i in range(1, 51)]  # 20/s x 2.5 s
+    acks = {r["wf"]: r["outcome"] for r in history if r["ev"] == "ack"}
+    assert sorted(acks) == expected and set(acks.values()) == {"ok"}
