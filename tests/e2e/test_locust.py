@@ -107,7 +107,7 @@ def test_front_door_answers_4xx_for_bad_requests_and_5xx_for_engine_errors(tmp_p
 
 
 @pytest.mark.real
-def test_locust_drives_memory_and_dbos_through_front_doors(tmp_path: Path) -> None:
+def test_locust_drives_dbos_through_front_doors(tmp_path: Path) -> None:
     proc = subprocess.run([*DURABENCH, "run", "tests/e2e/locust.yaml", "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,7 +115,7 @@ def test_locust_drives_memory_and_dbos_through_front_doors(tmp_path: Path) -> No
     summary = json.loads((run_dir / "summary.json").read_text())
     report = (run_dir / "report.md").read_text()
     assert "## Load generator: Locust" in report
-    for name in ("memory", "dbos"):
+    for name in ("dbos",):  # the memory engine through Locust: the remote Locust worker's test below
         e = summary["engines"][name]
         edir = run_dir / "engines" / name
         plan = json.loads((edir / "locust" / "plan.json").read_text())
