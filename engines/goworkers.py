@@ -8,8 +8,6 @@ which each adapter's ``go.mod`` requires through a ``replace`` directive.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 from harness import gobuild
@@ -30,11 +28,5 @@ def module_version(src_dir: Path, module: str) -> str:
 
 
 def toolchain_version() -> str:
-    """``go env GOVERSION``, ``absent`` without ``go``, ``unknown`` if it does not answer."""
-    if shutil.which("go") is None:
-        return "absent"
-    try:
-        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """``go env GOVERSION``, ``absent`` without ``go``, ``unknown`` if it does not answer (part of the build key)."""
+    return gobuild.toolchain_version()

@@ -2,9 +2,12 @@
 
 A Go adapter keeps its sources in the repository (``engines/<name>/`` with a ``go.mod``); the
 harness builds them with ``go build`` into ``<cache>/<binary>-<hash>``, where ``hash`` is the
-first 16 hex digits of a SHA-256 over every ``*.go``, ``go.mod`` and ``go.sum`` under the
-source directory (paths and contents). An unchanged source tree is never rebuilt; an edited one
-gets a new binary. The cache is ``$DURABENCH_CACHE/go`` (default ``~/.cache/durabench/go``).
+first 16 hex digits of a SHA-256 over the Go toolchain's version (``go env GOVERSION``) and every
+``*.go``, ``go.mod`` and ``go.sum`` under the source directory and under every local module its
+``go.mod`` replaces with a path (``replace ... => ../gocommon/durabench``), paths and contents.
+An unchanged source tree built by the same toolchain is never rebuilt; an edited one, or a new
+toolchain, gets a new binary. The cache is ``$DURABENCH_CACHE/go`` (default
+``~/.cache/durabench/go``).
 
 Two builders may race (two runs, ``make`` and a test): each builds to a private temporary name
 and renames it into place, so a reader never sees half a binary and the last rename wins with
@@ -17,8 +20,10 @@ identical content.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,14 +54,53 @@ def go_unavailable_reason() -> str | None:
     return None
 
 
-def source_hash(src_dir: Path) -> str:
-    """First 16 hex digits of SHA-256 over the relative path and content of every Go source file."""
-    digest = hashlib.sha256()
-    files = sorted(
-        p for d in (Path(src_dir), ROOT / "engines" / "gocommon") for p in d.rglob("*")  # + shared Go module
+@functools.cache
+def toolchain_version() -> str:
+    """``go env GOVERSION`` (e.g. ``go1.26.8``), ``absent`` without ``go``, ``unknown`` if it does not answer.
+    Asked once per process."""
+    if shutil.which("go") is None:
+        return "absent"
+    try:
+        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=60,
+                              check=True, stdin=subprocess.DEVNULL).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+_REPLACE_PATH = re.compile(r"=>\s*(\.{1,2}/\S*)")
+
+
+def local_modules(src_dir: Path) -> list[Path]:
+    """The directories of the local modules that ``src_dir/go.mod`` replaces with a relative path: sources
+    the build needs from outside ``src_dir`` (``engines/gocommon/durabench``). Raises
+    :class:`EngineUnavailable` when one is missing (an install that left it out)."""
+    out = []
+    for line in (Path(src_dir) / "go.mod").read_text().splitlines():
+        match = _REPLACE_PATH.search(line.split("//", 1)[0])
+        if match:
+            path = (Path(src_dir) / match.group(1)).resolve()
+            if not (path / "go.mod").is_file():
+                raise EngineUnavailable(f"{src_dir}/go.mod replaces a module with {match.group(1)}, but {path} has "
+                                        "no go.mod: the install lacks that Go source (reinstall durabench)")
+            out.append(path)
+    return out
+
+
+def source_files(src_dir: Path) -> list[Path]:
+    """Every Go source file the build of ``src_dir`` reads from this install: its own and its local modules'."""
+    return sorted(
+        p for d in (Path(src_dir), *local_modules(src_dir)) for p in d.rglob("*")
         if p.is_file() and (p.suffix in _SOURCE_SUFFIXES or p.name in _SOURCE_NAMES)
     )
-    for path in files:
+
+
+def source_hash(src_dir: Path, go_version: str | None = None) -> str:
+    """First 16 hex digits of SHA-256 over the toolchain version (``go_version``, default the one on PATH) and
+    the relative path and content of every Go source file of the build."""
+    digest = hashlib.sha256()
+    version = (go_version or toolchain_version()).encode()
+    digest.update(len(version).to_bytes(8, "big") + version)
+    for path in source_files(src_dir):
         rel = Path(os.path.relpath(path, src_dir)).as_posix().encode()
         data = path.read_bytes()
         digest.update(len(rel).to_bytes(8, "big") + rel + len(data).to_bytes(8, "big") + data)
@@ -70,6 +114,8 @@ def binary_path(src_dir: Path, binary_name: str) -> Path:
 
 def cached(src_dir: Path, binary_name: str) -> Path | None:
     """The cached binary of this source tree if it was built already, else None."""
+    if go_unavailable_reason() is not None:
+        return None  # without a toolchain, which one built a cached binary cannot be told
     path = binary_path(src_dir, binary_name)
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
