@@ -4,14 +4,15 @@
 
 Writes a run directory the way a run would (manifest, the driver's, the nemesis', the
 supervisor's and every worker process's ledger files, an engine reconcile file) for one engine,
-then times the analysis that ``durabench analyze`` runs (``results.analyze``: ledger reading,
+then times the analysis that ``durabench analyze`` runs (``harness.analysis.summary.analyze``: ledger reading,
 checker, metrics, recovery, cost; the report's charts are not part of it). The history is a
 realistic mix: an open-loop driver (invoke + ack per workflow) at 1,000 workflows/s, 3-step
 workflows spread over 4 workers (step_start + step_end per step), a worker kill every 30 s whose
 in-flight steps re-run on the restarted worker (duplicated steps), a few lost workflows and a
 few whose submit timed out.
 
-Reported: events, wall seconds of the analysis, events per second, and the peak resident set
+Reported: events, wall and CPU seconds of the analysis (CPU seconds are the steadier figure on a
+busy machine), events per second (by wall time), and the peak resident set
 size of this process (``resource.getrusage``: the synthesis is done in a child process first so
 that it does not count). A benchmark, not a test: the figures depend on the machine and its load.
 """
@@ -171,17 +172,20 @@ def main(argv: list[str] | None = None) -> int:
             n = pool.apply(synthesize, (run_dir, args.events))
         size = sum(p.stat().st_size for p in run_dir.rglob("*.jsonl"))
         print(f"synthesized {n:,} events ({size / 2**20:.0f} MiB of ledger) in {run_dir}", file=sys.stderr)
-        from harness import results
+        from harness.analysis import summary as analysis_summary
 
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
-        summary = results.analyze(run_dir)
+        summary = analysis_summary.analyze(run_dir)
         wall_s = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        peak = after.ru_maxrss * 1024
+        cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         e = summary["engines"][ENGINE]
         figures = {
-            "events": n, "wall_s": round(wall_s, 2), "events_per_s": round(n / wall_s),
-            "peak_rss_bytes": peak, "peak_rss_mib": round(peak / 2**20), "rss_before_mib": round(rss_before / 2**20),
+            "events": n, "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "events_per_s": round(n / wall_s),
+            "peak_rss_bytes": peak, "peak_rss_mib": round(peak / 2**20),
+            "rss_before_mib": round(before.ru_maxrss * 1024 / 2**20),
             "submitted": e["submitted"], "completed": e["completed"], "lost": e["lost"],
             "duplicated_steps": e["duplicated_steps"], "faults": len(e["recovery"]),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,14 @@ def run_bootstrap(argv: list[str], config_path: Path, log: Path, what: str) -> N
         raise RuntimeError(f"{what} bootstrap (migrations, queue) failed with exit code {code}; see {log}")
 
 
+_EXECUTOR_WORKER = re.compile(r"-w(\d+)$")  # executor_id_pattern: durabench-{run_id}-w{worker_index}
+
+
+def _worker_of_executor(executor: str | None) -> str | None:
+    match = _EXECUTOR_WORKER.search(executor or "")
+    return f"worker:{match.group(1)}" if match else None
+
+
 async def lookup_workflow_status(url: str, workflow_ids: list[str]) -> dict[str, EngineRecord]:
     """Outcomes from ``dbos.workflow_status``: one query per 10,000 ids, read-only."""
     import psycopg
@@ -111,6 +120,9 @@ async def lookup_workflow_status(url: str, workflow_ids: list[str]) -> dict[str,
             "completed_at_ms": completed_at,
             "updated_at_ms": updated_at,
         }
+        worker = _worker_of_executor(executor)
+        if worker is not None and started_at is not None:  # the dequeue, as harness.contract names it
+            detail.update(dequeued_by=worker, dequeued_ns=int(started_at) * 1_000_000, start_attempts=attempts)
         if status == "SUCCESS":
             # completed_at is set with updated_at by the statement that commits SUCCESS (Postgres now(), ms).
             done_ms = completed_at if completed_at is not None else updated_at

@@ -16,11 +16,14 @@ Common fields of every record (see docs/engines.md for the full list):
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson  # parses a long history ~5x faster than json (same values; analysis reads millions of records)
 
 from harness.errors import UserError
 
@@ -67,7 +70,14 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
     lines = data.split(b"\n")
-    out: list[dict[str, Any]] = []
+    try:  # the fast path: every line a record (a long run has millions)
+        loads = orjson.loads
+        out: list[dict[str, Any]] = [loads(line) for line in lines[:-1] if line.strip()]
+        if all(isinstance(r, dict) and isinstance(r.get("ns"), int) for r in out):
+            return out, bool(lines[-1].strip())
+    except orjson.JSONDecodeError:
+        pass
+    out = []  # a bad line: find it and say which
     for i, line in enumerate(lines[:-1]):
         if not line.strip():
             continue
@@ -88,11 +98,12 @@ def read_file(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_dir(directory: Path) -> list[dict[str, Any]]:
-    """All complete records of every ledger file in a directory, sorted by time."""
+    """All complete records of every ledger file in a directory, sorted by time (stable: records with the
+    same ``ns`` keep the order of the sorted file names, then of the file)."""
     records: list[dict[str, Any]] = []
     for path in sorted(Path(directory).glob(f"*{LEDGER_SUFFIX}")):
         records.extend(read_records(path)[0])
-    records.sort(key=lambda r: r["ns"])
+    records.sort(key=operator.itemgetter("ns"))  # each file is in time order already: timsort merges the runs
     return records
 
 
@@ -106,6 +117,11 @@ def torn_records(directory: Path) -> int:
                 fh.seek(size - 1)
                 torn += fh.read(1) != b"\n"
     return torn
+
+
+def _parse(data: bytes) -> list[dict[str, Any]]:
+    loads = orjson.loads
+    return [loads(line) for line in data.split(b"\n")[:-1] if line.strip()]
 
 
 class Follower:
@@ -131,8 +147,6 @@ class Follower:
             end = chunk.rfind(b"\n")
             if end < 0:
                 continue
-            for line in chunk[: end + 1].split(b"\n"):
-                if line.strip():
-                    out.append(json.loads(line))
+            out.extend(_parse(chunk[: end + 1]))
             self._offsets[path] = offset + end + 1
         return out

@@ -25,7 +25,7 @@ from typing import Any
 from harness.contract import EngineRecord
 
 
-@dataclass
+@dataclass(slots=True)
 class Execution:
     start_ns: int
     end_ns: int | None
@@ -43,38 +43,44 @@ class WorkflowTrace:
     ack_ns: int | None = None
     outcome: str | None = None  # ok / fail / unknown; None = never invoked
     steps: dict[int, list[Execution]] = field(default_factory=lambda: defaultdict(list))
+    _completed: tuple[int, int | None] | None = field(default=None, repr=False, compare=False)
 
     def first_start_ns(self) -> int | None:
         starts = [e.start_ns for execs in self.steps.values() for e in execs]
         return min(starts) if starts else None
 
     def ledger_completed_ns(self, n_steps: int) -> int | None:
+        """When the last of the ``n_steps`` steps first ended per the ledger; None if one never ended.
+        Remembered per trace: a trace is complete once ``traces`` returns it."""
+        if self._completed is not None and self._completed[0] == n_steps:
+            return self._completed[1]
         ends = []
+        done_ns: int | None = None
         for step in range(n_steps):
-            done = [e.end_ns for e in self.steps.get(step, []) if e.end_ns is not None]
+            done = [e.end_ns for e in self.steps.get(step, ()) if e.end_ns is not None]
             if not done:
-                return None
+                break
             ends.append(min(done))
-        return max(ends)
+        else:
+            done_ns = max(ends) if ends else None
+        self._completed = (n_steps, done_ns)
+        return done_ns
 
 
 def traces(events: list[dict[str, Any]]) -> dict[str, WorkflowTrace]:
     """Group history records by workflow id; pair step starts with their ends."""
     out: dict[str, WorkflowTrace] = {}
     open_execs: dict[tuple[str, int, int], Execution] = {}
+    get = out.get
     for rec in events:
         wf = rec.get("wf")
         if wf is None:
             continue
-        tr = out.get(wf)
+        tr = get(wf)
         if tr is None:
             tr = out[wf] = WorkflowTrace(wf)
         ev = rec["ev"]
-        if ev == "invoke":
-            tr.intended_ns, tr.sent_ns = rec["intended_ns"], rec["ns"]
-        elif ev == "ack":
-            tr.ack_ns, tr.outcome = rec["ns"], rec["outcome"]
-        elif ev == "step_start":
+        if ev == "step_start":
             ex = Execution(rec["ns"], None, rec["src"], rec["pid"])
             tr.steps[rec["step"]].append(ex)
             open_execs[(wf, rec["step"], rec["pid"])] = ex
@@ -82,6 +88,10 @@ def traces(events: list[dict[str, Any]]) -> dict[str, WorkflowTrace]:
             ex_open = open_execs.pop((wf, rec["step"], rec["pid"]), None)
             if ex_open is not None:
                 ex_open.end_ns = rec["ns"]
+        elif ev == "invoke":
+            tr.intended_ns, tr.sent_ns = rec["intended_ns"], rec["ns"]
+        elif ev == "ack":
+            tr.ack_ns, tr.outcome = rec["ns"], rec["outcome"]
     return out
 
 
@@ -125,14 +135,15 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
             ids["completed"].append(wf)
         else:
             ids["lost"].append(wf)
+            for step in range(n_steps):  # (a completed workflow has every step ended)
+                if not any(e.end_ns is not None for e in tr.steps.get(step, [])):
+                    ids["missing_steps"].append(f"{wf}#{step}")
         engine_done_ns = record.completed_ns if record is not None else None
-        for step in range(n_steps):
-            if not any(e.end_ns is not None for e in tr.steps.get(step, [])):
-                ids["missing_steps"].append(f"{wf}#{step}")
         reruns = reexecutions(tr, n_steps, engine_done_ns)
-        extra_executions += len(reruns)
-        ids["duplicated_steps"] += sorted({f"{wf}#{r.step}" for r in reruns})
-        ids["replayed_completed_steps"] += sorted({f"{wf}#{r.step}" for r in reruns if r.replayed})
+        if reruns:
+            extra_executions += len(reruns)
+            ids["duplicated_steps"] += sorted({f"{wf}#{r.step}" for r in reruns})
+            ids["replayed_completed_steps"] += sorted({f"{wf}#{r.step}" for r in reruns if r.replayed})
     counts = {k: len(v) for k, v in ids.items()}
     counts["extra_step_executions"] = extra_executions
     return CheckResult(counts, ids)
@@ -150,6 +161,11 @@ class Rerun:
 def reexecutions(tr: WorkflowTrace, n_steps: int, engine_done_ns: int | None) -> list[Rerun]:
     """Every re-execution of every step of one workflow, classified."""
     out: list[Rerun] = []
+    for execs in tr.steps.values():
+        if len(execs) > 1:
+            break
+    else:
+        return out  # the common case: every step ran once
     for step in range(n_steps):
         execs = sorted(tr.steps.get(step, []), key=lambda e: e.start_ns)
         next_starts = [n.start_ns for n in tr.steps.get(step + 1, [])]

@@ -34,7 +34,6 @@ from typing import Any
 from harness.analysis import floors
 from harness.errors import UserError
 from harness.run import resources, stores
-from harness.run.floors import is_floor_record
 
 GAUGES = ("sqlite_bytes", "aof_current_size")  # sizes: last minus first, not counters
 STORE_OF_SERVICE = {"postgres": "postgres", "redis": "redis", "temporal": "sqlite"}
@@ -216,17 +215,17 @@ def durability_tax(summary: dict[str, Any], floor: dict[str, Any] | None, servic
     }
 
 
-def analyze(edir: Path, history: list[dict[str, Any]], summary: dict[str, Any], info: dict[str, Any],
-            steps: int) -> dict[str, Any]:
-    """Summary fields ``cost``, ``cost_per_1000_workflows``, ``floors`` and ``durability_tax``."""
-    start = next((r["ns"] for r in history if r["ev"] == "load_start"), None)
+def analyze(edir: Path, events: list[dict[str, Any]], floor_records: list[dict[str, Any]], summary: dict[str, Any],
+            info: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Summary fields ``cost``, ``cost_per_1000_workflows``, ``floors`` and ``durability_tax``, from the history
+    split into the run's ``events`` and the unloaded floor workflows' ``floor_records``."""
+    start = next((r["ns"] for r in events if r["ev"] == "load_start"), None)
     # the interval ends 1 s (statistics flush) after the load or the last step, whichever is later: a
     # drain that waits in vain for a lost workflow adds no idle time
-    work_end = max((r["ns"] for r in history if r["ev"] in ("load_end", "step_end") and not is_floor_record(r)),
-                   default=None)
+    work_end = max((r["ns"] for r in events if r["ev"] in ("load_end", "step_end")), default=None)
     end = None if work_end is None else work_end + int(resources.STATS_FLUSH_S * 1e9)
     cost = analyze_cost(edir, start, summary.get("completed", 0), steps, end) if start is not None else None
-    floor = floors.analyze(edir, history, steps)
+    floor = floors.analyze(edir, floor_records, steps)
     return {
         "cost": cost,
         "cost_per_1000_workflows": _headline(cost) if cost else None,

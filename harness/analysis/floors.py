@@ -11,7 +11,7 @@ from harness.analysis import metrics
 from harness.analysis.checker import traces
 from harness.errors import UserError
 from harness.results import load_reconcile, read_json
-from harness.run.floors import FLOORS_DIR, FLOORS_FILE, is_floor_record
+from harness.run.floors import FLOORS_DIR, FLOORS_FILE
 
 
 def spread_ms(values_us: list[int]) -> dict[str, Any]:
@@ -26,8 +26,8 @@ def spread_ms(values_us: list[int]) -> dict[str, Any]:
             "p99": pct(99), "max": round(s[-1] / 1000, 3)}
 
 
-def analyze(edir: Path, history: list[dict[str, Any]], steps: int) -> dict[str, Any] | None:
-    """The ``floors`` object of an engine's summary, from floors.json and the floor workflows."""
+def analyze(edir: Path, floor_records: list[dict[str, Any]], steps: int) -> dict[str, Any] | None:
+    """The ``floors`` object of an engine's summary, from floors.json and the floor workflows' history records."""
     path = edir / FLOORS_FILE
     if not path.is_file():
         return None
@@ -49,7 +49,7 @@ def analyze(edir: Path, history: list[dict[str, Any]], steps: int) -> dict[str, 
     fdir = edir / FLOORS_DIR
     driver_events = ledger_mod.read_dir(fdir / "history") if (fdir / "history").is_dir() else []
     if any(r["ev"] == "load_start" for r in driver_events):
-        events = sorted(driver_events + [r for r in history if is_floor_record(r)], key=lambda r: r["ns"])
+        events = sorted(driver_events + floor_records, key=lambda r: r["ns"])
         win = metrics.window(events)
         win = metrics.Window(win.load_start_ns, win.start_ns, max(win.end_ns, events[-1]["ns"] + 1))
         reconcile = load_reconcile(fdir / "reconcile.json")

@@ -7,16 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from harness import ledger
-from harness.analysis import checker, cost, floors, locuststats, metrics
+from harness.analysis import checker, cost, locuststats, metrics
 from harness.contract import EngineRecord
 from harness.results import SCHEMA_VERSION, engine_dir, load_manifest, load_reconcile, write_json
+from harness.run.floors import floor_marker
 
 
 def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """Summary of one engine, from its history and reconcile files only (pure; re-runnable)."""
     edir = engine_dir(run_dir, engine)
     history = ledger.read_dir(edir / "history")
-    events = [r for r in history if not floors.is_floor_record(r)]  # floor workflows: only in `floors`
+    events: list[dict[str, Any]] = []
+    floor_records: list[dict[str, Any]] = []  # floor workflows: only in `floors`
+    marker = floor_marker()
+    for r in history:
+        wf = r.get("wf")
+        (floor_records if wf is not None and marker in wf else events).append(r)
+    del history
     reconcile = load_reconcile(edir / "reconcile.json")
     steps = manifest["scenario"]["workload"]["steps"]
     info = manifest["engines"][engine]
@@ -29,8 +36,11 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     write_json(edir / "histograms.json", {"unit": "us", "histograms": {k: metrics.encode(h) for k, h in hists.items()}})
     ends = {r["fault_id"]: r for r in events if r["ev"] == "fault_end"}
     starts = [r for r in events if r["ev"] == "fault_start"]
+    buckets = metrics.completions_per_second(trs, reconcile, steps, win.load_start_ns)
+    reruns = {wf: checker.reexecutions(tr, steps, rec.completed_ns if (rec := reconcile.get(wf)) else None)
+              for wf, tr in trs.items()} if starts else {}
     faults = [metrics.recovery(r, ends.get(r["fault_id"]), trs, reconcile, steps, win,
-                               starts[i + 1]["ns"] if i + 1 < len(starts) else None)
+                               starts[i + 1]["ns"] if i + 1 < len(starts) else None, reruns, buckets)
               for i, r in enumerate(starts)]
     fault_ids = {f["fault_id"]: {"affected": f.pop("affected_ids"), "unfinished": f.pop("unfinished_ids")}
                  for f in faults}
@@ -55,7 +65,9 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         **metrics.throughput(trs, reconcile, steps, events, win),
         **{f"{name}_ms": metrics.summarize_ms(h) for name, h in hists.items()},
         "completion_source": _completion_source(reconcile),
-        "completions_per_s": metrics.completions_per_second(trs, reconcile, steps, win.load_start_ns),
+        "engine_claimed_completed": sum(1 for wf in verdict.ids["submitted"]
+                                        if (rec := reconcile.get(wf)) is not None and rec.status == "completed"),
+        "completions_per_s": buckets,
         "recovery": faults,
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
@@ -63,7 +75,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "locust": _locust(edir, events, win),
         "settings": info.get("settings", {}),
     }
-    summary.update(cost.analyze(edir, history, summary, info, steps))  # cost, floors, durability tax
+    summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary
 
 

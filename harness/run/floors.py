@@ -58,8 +58,13 @@ TAG = "floor"
 FLOOR_DRAIN_S = 60.0
 
 
+def floor_marker() -> str:
+    """What every floor workflow id holds (``<engine>-<run>-floor-<n>``) and no other id does."""
+    return f"-{TAG}-"
+
+
 def is_floor_id(wf: str) -> bool:
-    return f"-{TAG}-" in wf
+    return floor_marker() in wf
 
 
 def is_floor_record(rec: dict[str, Any]) -> bool:

@@ -39,7 +39,7 @@ def test_key_covers_the_replaced_local_module(tmp_path: Path) -> None:
     (tmp_path / "gocommon" / "lib" / "lib.go").write_text("package lib\n\nconst X = 1\n")
     assert gobuild.source_hash(app, "go1.26.8") != before
     shutil.rmtree(tmp_path / "gocommon")
-    with pytest.raises(EngineUnavailable, match="no go.mod"):
+    with pytest.raises(EngineUnavailable, match=r"has no go\.mod"):
         gobuild.source_hash(app, "go1.26.8")
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from harness.analysis import metrics
-from harness.analysis.checker import traces
+from harness.analysis.checker import check, traces
 from harness.contract import EngineRecord
 from tests.unit.history import MS, T0, History
 
@@ -77,3 +77,122 @@ def test_recovery_after_a_worker_kill() -> None:
     assert rec["resume_delay_s"]["max"] == 3.0
     assert (rec["start_s"], rec["end_s"]) == (1.5, 2.6)
     assert rec["throughput_recovered_s"] == 0.0  # worker 1 carried on at full rate
+
+
+def test_bulk_recording_matches_hdrhistogram() -> None:
+    import random
+
+    rng = random.Random(7)
+    values = [1, 2, 2047, 2048, 2049, 4095, 4096, metrics.HIST_MAX_US, metrics.HIST_MAX_US - 1]
+    values += [rng.randint(1, 10**rng.randint(1, 9)) for _ in range(20_000)]
+    one, bulk = metrics.new_histogram(), metrics.new_histogram()
+    for v in values:
+        one.record_value(v)
+    metrics.record_all(bulk, values)
+    assert metrics.encode(bulk) == metrics.encode(one)
+    assert (bulk.get_total_count(), bulk.get_min_value(), bulk.get_max_value()) == (
+        one.get_total_count(), one.get_min_value(), one.get_max_value())
+    assert metrics.mean_value(bulk) == one.get_mean_value()
+    assert metrics.summarize_ms(bulk) == metrics.summarize_ms(one)
+
+
+def _steady(h: History, n: int, every_ms: float, latency_ms: float, prefix: str = "w") -> None:
+    for i in range(n):
+        at = i * every_ms
+        h.submit(f"{prefix}{i}", at)
+        h.step(f"{prefix}{i}", 0, at + latency_ms - 10, at + latency_ms - 5)
+        h.step(f"{prefix}{i}", 1, at + latency_ms - 4, at + latency_ms)
+
+
+def test_a_lossy_engine_without_backlog_is_not_flagged_as_fell_behind() -> None:
+    h = History(warmup_ms=0, duration_ms=10_000, rate=10)
+    _steady(h, 100, 100, 30)
+    for i in range(40):  # 40% of the load is acknowledged and never runs: lost, not a backlog
+        h.submit(f"lost{i}", i * 250 + 50)
+    h.submit("refused", 5000, outcome="fail")
+    events = h.sorted()
+    trs = traces(events)
+    tp = metrics.throughput(trs, {}, 2, events, metrics.window(events))
+    assert not tp["engine_fell_behind"]
+    assert not tp["backlog"]["in_flight_grew"] and not tp["backlog"]["latency_rose"]
+    assert tp["throughput_per_s"] == 10.0
+    verdict = check(trs, 2, {})
+    assert verdict.counts["lost"] == 40 and verdict.counts["failed"] == 1  # the losses are reported as losses
+
+
+def test_a_backlogged_engine_is_flagged_by_growing_in_flight_work() -> None:
+    h = History(warmup_ms=0, duration_ms=10_000, rate=20)
+    for i in range(200):  # 20/s offered, served at 10/s: each waits behind the ones before it
+        at = i * 50
+        done = 100 + i * 100
+        h.submit(f"w{i}", at)
+        h.step(f"w{i}", 0, done - 20, done - 15)
+        h.step(f"w{i}", 1, done - 10, done)
+    events = h.sorted()
+    tp = metrics.throughput(traces(events), {}, 2, events, metrics.window(events))
+    assert tp["engine_fell_behind"]
+    b = tp["backlog"]
+    assert b["in_flight_grew"] and b["in_flight_at_window_end"] - b["in_flight_at_window_start"] > 50
+    assert b["latency_rose"]  # the last quarter waits ~7.5 s longer than the first
+
+
+def test_rising_latency_alone_is_evidence_of_a_backlog() -> None:
+    h = History(warmup_ms=0, duration_ms=20_000, rate=10)
+    for i in range(200):  # every workflow completes, but later ones wait longer (latency 50 ms -> ~4 s)
+        at = i * 100
+        latency = 50 + i * 20
+        h.submit(f"w{i}", at)
+        h.step(f"w{i}", 0, at + latency - 10, at + latency - 5)
+        h.step(f"w{i}", 1, at + latency - 4, at + latency)
+    events = h.sorted()
+    tp = metrics.throughput(traces(events), {}, 2, events, metrics.window(events))
+    assert tp["backlog"]["latency_rose"] and tp["engine_fell_behind"]
+    assert tp["backlog"]["e2e_p50_last_quarter_ms"] > 2 * tp["backlog"]["e2e_p50_first_quarter_ms"]
+
+
+def test_throughput_counts_verified_completions_and_names_the_engines_claim() -> None:
+    h = History(warmup_ms=0, duration_ms=2000, rate=10)
+    for i in range(20):
+        h.workflow(f"w{i}", i * 100)
+    h.submit("claimed", 500)
+    h.step("claimed", 0, 510, 520)  # step 1 never ran, yet the engine records the workflow complete
+    events = h.sorted()
+    engine = {f"w{i}": EngineRecord("completed", T0 + (i * 100 + 30) * MS) for i in range(20)}
+    engine["claimed"] = EngineRecord("completed", T0 + 600 * MS)
+    trs = traces(events)
+    tp = metrics.throughput(trs, engine, 2, events, metrics.window(events))
+    assert tp["throughput_per_s"] == 10.0  # 20 verified completions in 2 s
+    assert tp["engine_claimed_throughput_per_s"] == 10.5  # the engine claims 21
+    assert sum(metrics.completions_per_second(trs, engine, 2, T0)) == 20
+    assert metrics.throughput(trs, {}, 2, events, metrics.window(events))["engine_claimed_throughput_per_s"] is None
+
+
+def test_a_workflow_dequeued_by_a_killed_worker_before_its_first_step_is_attributed_to_the_kill() -> None:
+    h = History(warmup_ms=0, duration_ms=10_000, rate=10)
+    h.submit("taken", 1000)  # dequeued by worker:0 at 1100 ms; worker:0 dies at 1500 ms before step 0 started
+    h.submit("requeued", 1200)  # dequeued by worker:0 too; the engine re-queued it after the restart
+    h.submit("elsewhere", 1300)  # dequeued by worker:1, which was not killed
+    h.add("fault_start", 1500, src="nemesis", fault_id="f0", kind="kill-worker", target="worker:0",
+          workers=["worker:0"])
+    h.add("fault_end", 2600, src="nemesis", fault_id="f0", kind="kill-worker", target="worker:0")
+    for wf, at in (("taken", 4000), ("requeued", 4100), ("elsewhere", 5000)):
+        h.step(wf, 0, at, at + 10, worker=0 if wf != "elsewhere" else 1, pid=200)
+        h.step(wf, 1, at + 11, at + 20, worker=0 if wf != "elsewhere" else 1, pid=200)
+    events = h.sorted()
+    engine = {
+        "taken": EngineRecord("completed", T0 + 4021 * MS, {"dequeued_by": "worker:0", "dequeued_ns": T0 + 1100 * MS,
+                                                           "start_attempts": 1}),
+        "requeued": EngineRecord("completed", T0 + 4121 * MS, {"dequeued_by": "worker:0",
+                                                              "dequeued_ns": T0 + 4050 * MS, "start_attempts": 2}),
+        "elsewhere": EngineRecord("completed", T0 + 5021 * MS, {"dequeued_by": "worker:1",
+                                                               "dequeued_ns": T0 + 1350 * MS, "start_attempts": 1}),
+    }
+    fault = next(e for e in events if e["ev"] == "fault_start")
+    end = next(e for e in events if e["ev"] == "fault_end")
+    rec = metrics.recovery(fault, end, traces(events), engine, 2, metrics.window(events))
+    assert rec["affected_ids"] == ["requeued", "taken"]
+    assert rec["affected_by_dequeue"] == 2
+    assert rec["first_progress_s"] == 2.5 and rec["all_done_s"] == 2.621
+    # without the engine's record of the dequeue, the ledger alone cannot tell
+    assert metrics.recovery(fault, end, traces(events), {}, 2, metrics.window(events))["affected"] == 0
+
