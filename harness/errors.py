@@ -8,6 +8,9 @@ The tree::
     ├── ServiceError          a server the harness started failed to start or died
     └── EngineUnavailable     an adapter cannot run here (missing package or binary)
 
+    RunInterrupted            (a KeyboardInterrupt) Ctrl-C or SIGTERM stopped a run part-way; the manifest
+                              names the engine it stopped and ``durabench analyze`` reads what was recorded
+
 Everything else is a bug and keeps its traceback.
 """
 
@@ -36,3 +39,12 @@ class EngineUnavailable(DurabenchError):
 
 class SubmitRejected(DurabenchError):
     """An engine definitely refused a submission: the workflow will not run (a `fail`, not `unknown`)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run while ``engine`` ran; ``run_dir`` holds its partial results."""
+
+    def __init__(self, run_dir: object, engine: str) -> None:
+        super().__init__(f"interrupted while {engine} ran")
+        self.run_dir = run_dir
+        self.engine = engine

@@ -3,7 +3,8 @@
 All inputs are wall-clock nanoseconds from the history; histograms record microseconds and
 summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates (``_per_s``).
 
-- **measured window**: from the end of the warmup to the end of the load.
+- **measured window**: from the end of the warmup to the end of the load (for a run interrupted
+  part-way, to its last record; from the load start if it stopped during the warmup).
 - **throughput_per_s**: *verified* completions (every step of the workflow ended per the ledger)
   whose durable completion (as the engine records it, else the ledger's last step end) falls in
   the measured window, divided by the window length; ``steps_per_s`` the same for step ends.
@@ -165,6 +166,15 @@ def window(events: list[dict[str, Any]]) -> Window:
     start = next(r for r in events if r["ev"] == "load_start")
     begin = start["ns"] + start["warmup_ns"]
     return Window(start["ns"], begin, begin + start["duration_ns"])
+
+
+def truncated(win: Window, last_ns: int) -> Window:
+    """The window of a run interrupted at ``last_ns`` (its last record): it ends there; a run stopped during
+    the warmup is measured from the load start."""
+    if last_ns >= win.end_ns:
+        return win
+    start = win.start_ns if last_ns > win.start_ns else win.load_start_ns
+    return Window(win.load_start_ns, start, max(last_ns, start + 1))
 
 
 def latency_histograms(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], steps: int,

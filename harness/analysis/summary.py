@@ -32,6 +32,9 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     trs = checker.traces(events)
     verdict = checker.check(trs, steps, reconcile)
     win = metrics.window(events)
+    interrupted = bool(info.get("interrupted"))
+    if interrupted:  # the measured window ends with the last record: the load stopped there
+        win = metrics.truncated(win, events[-1]["ns"])
     hists = metrics.latency_histograms(trs, reconcile, steps, win)
     write_json(edir / "histograms.json", {"unit": "us", "histograms": {k: metrics.encode(h) for k, h in hists.items()}})
     ends = {r["fault_id"]: r for r in events if r["ev"] == "fault_end"}
@@ -49,7 +52,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     summary: dict[str, Any] = {
         "status": "ok" if info.get("error") is None else "error",
         "error": info.get("error"),
-        "verdict": "correct" if verdict.correct else "violations",
+        "verdict": "interrupted" if interrupted else "correct" if verdict.correct else "violations",
+        "interrupted": interrupted,
         "submitted": c["submitted"],
         "acknowledged": c["acknowledged"],
         "completed": c["completed"],
@@ -100,6 +104,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "scenario": manifest["scenario"]["name"],
         "durability": manifest["scenario"]["durability"],
         "analyzed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "interrupted": manifest.get("interrupted"),
         "engines": {name: analyze_engine(run_dir, name, manifest) for name in manifest["engines"]},
     }
     write_json(run_dir / "summary.json", summary)

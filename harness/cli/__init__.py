@@ -30,7 +30,7 @@ from types import FrameType
 
 from harness.cli import run, saturate
 from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
-from harness.errors import UserError
+from harness.errors import RunInterrupted, UserError
 from harness.report import compare
 from harness.report import html as htmlreport
 from harness.run import front, locustload, shipping
@@ -107,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"durabench: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, always
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("durabench: interrupted; every server and worker it started has been stopped", file=sys.stderr)
+        if isinstance(exc, RunInterrupted):
+            print(f"durabench: partial results of {exc.engine} in {exc.run_dir}: durabench analyze {exc.run_dir}",
+                  file=sys.stderr)
         return 130
 
 

@@ -143,6 +143,12 @@ def headline_table(runs: list[Run]) -> tuple[list[list[str]], str]:
         behind = sum(1 for s in sums if s.get("engine_fell_behind"))
         if behind:
             thr += " **did not keep up**" + (f" in {behind} of {len(sums)} runs" if len(sums) > 1 else "")
+        claims = [s.get("engine_claimed_throughput_per_s") for s in sums]
+        if any(c is not None and c != s["throughput_per_s"] for c, s in zip(claims, sums, strict=True)):
+            thr += f" (engine claims {fmt_spread(claims)})"
+        interrupted = sum(1 for s in sums if s.get("interrupted"))
+        if interrupted:
+            verdict += " **interrupted**" + (f" in {interrupted} of {len(sums)} runs" if len(sums) > 1 else "")
         rows.append([name, verdict, thr, *lats, *counts, recovery, _cost_cell(sums)])
     if single:
         how = (f"n=1 run. Throughput: workflows durably completed in the measured window per second, with the "
@@ -208,9 +214,10 @@ def verdict_lines(runs: list[Run]) -> list[str]:
 
         lines.append(
             f"- **{name}**: {head} {under}: {c('completed')} of {c('acknowledged')} accepted workflows completed; "
-            f"{c('lost')} lost, {c('unknown')} unknown, {c('unexpected')} unexpected, {c('missing_steps')} missing "
-            f"steps, {c('replayed_completed_steps')} replayed completed steps (lost checkpoints); "
-            f"{c('duplicated_steps')} duplicated steps (at-least-once re-execution of a step in flight).")
+            f"{c('lost')} lost, {c('failed')} refused, {c('unknown')} unknown, {c('unexpected')} unexpected, "
+            f"{c('missing_steps')} missing steps, {c('replayed_completed_steps')} replayed completed steps (lost "
+            f"checkpoints); {c('duplicated_steps')} duplicated steps (at-least-once re-execution of a step in "
+            f"flight)." + "".join(f" {text}" for text in report.findings(sums[0]) if len(sums) == 1))
     return lines
 
 

@@ -39,6 +39,42 @@ def _lat(stats: dict[str, Any], key: str) -> str:
     return _fmt(stats.get(key)) if stats else "-"
 
 
+def findings(e: dict[str, Any]) -> list[str]:
+    """Sentences a reader must not miss about one engine's summary, each saying only what its evidence shows:
+    a backlog (with the evidence), losses named as losses, an engine claiming completions the ledger does not
+    show, a run interrupted part-way."""
+    out = []
+    if e.get("interrupted"):
+        out.append("**Interrupted part-way**: the run was stopped (Ctrl-C or SIGTERM) while this engine ran; the "
+                   "figures cover what it recorded until then.")
+    if e.get("engine_fell_behind"):
+        b = e.get("backlog") or {}
+        evidence = []
+        if b.get("in_flight_grew"):
+            evidence.append(f"work in flight grew from {b['in_flight_at_window_start']} to "
+                            f"{b['in_flight_at_window_end']} workflows over the measured window")
+        if b.get("latency_rose"):
+            evidence.append(f"median latency rose from {_fmt(b['e2e_p50_first_quarter_ms'])} ms (first quarter) to "
+                            f"{_fmt(b['e2e_p50_last_quarter_ms'])} ms (last quarter)")
+        out.append("**The engine did not keep up with the offered load** (" + "; ".join(evidence or ["backlog"])
+                   + "): its latency grows with the run's length and reflects a backlog.")
+    lost, refused, unknown = e.get("lost", 0), e.get("failed", 0), e.get("unknown", 0)
+    if lost or refused or unknown:
+        parts = [f"{lost} of {e.get('acknowledged', 0)} accepted workflows never completed (lost)"] if lost else []
+        if refused:
+            parts.append(f"{refused} submissions refused by the engine")
+        if unknown:
+            parts.append(f"{unknown} submissions with an unknown outcome the engine has no record of")
+        out.append("**Losses**: " + "; ".join(parts) + ".")
+    claimed = e.get("engine_claimed_throughput_per_s")
+    if claimed is not None and claimed != e.get("throughput_per_s"):
+        out.append(f"**The engine claims more than the ledger shows**: its own store records "
+                   f"{e.get('engine_claimed_completed', '?')} workflows completed ({_fmt(claimed)} workflows/s in the "
+                   f"window, `engine_claimed_throughput_per_s`); {e.get('completed', 0)} have every step executed "
+                   f"per the ledger ({_fmt(e.get('throughput_per_s'))}/s, `throughput_per_s`).")
+    return out
+
+
 def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = [["engine", "verdict", "wf/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
              "completed", "lost", "unknown", "dup steps", "replayed", "recovery s"]]
@@ -128,9 +164,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             lines.append(f"- **{name}**: did not run: {e.get('error')}")
             continue
         behind = " **The driver fell behind its offered rate.**" if e["driver_fell_behind"] else ""
-        if e.get("engine_fell_behind"):
-            behind += (" **The engine did not keep up with the offered load** (completions in the window below 90% "
-                       "of submissions): its latency grows with the run's length and reflects a backlog.")
+        behind += "".join(f" {text}" for text in findings(e))
         lines.append(
             f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e['unknown']} unknown, {e['unexpected']} unexpected, "
             f"{e['missing_steps']} missing steps, {e['duplicated_steps']} duplicated steps, "

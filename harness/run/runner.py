@@ -21,7 +21,7 @@ from typing import Any
 
 from harness import procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
-from harness.errors import DurabenchError, ServiceError, UserError
+from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
 from harness.run import floors, resources, services, shipping
 from harness.run.driver import Driver, LiveView, Progress
@@ -66,7 +66,15 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
         for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
             engine = registry.load(name) if variant is not None or index > 1 else engines[name]
             say.tick(functools.partial(str, f"[{key}] starting servers and workers{rep}"), force=True)
-            info = _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant)
+            info: dict[str, Any] = {}
+            try:
+                _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant, info)
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: all is stopped; say which engine, keep what it wrote
+                info["interrupted"] = True
+                manifest["engines"][key] = info
+                manifest["interrupted"] = {"engine": key, "at": results.now_iso()}
+                results.write_json(run_dir / "manifest.json", manifest)
+                raise RunInterrupted(run_dir, key) from None
             manifest["engines"][key] = info
             results.write_json(run_dir / "manifest.json", manifest)
     return (run_dirs[0] if repeat == 1 else group), run_dirs
@@ -116,9 +124,11 @@ def _version() -> str:
 
 
 def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, run_id: str,
-                say: Progress, engine_name: str | None = None, variant: VariantSpec | None = None) -> dict[str, Any]:
+                say: Progress, engine_name: str | None = None, variant: VariantSpec | None = None,
+                info: dict[str, Any] | None = None) -> dict[str, Any]:
     """One engine run; ``name`` names its results (``<engine>@<variant>`` in a sweep), ``engine_name``
-    is the registered engine (the adapter sees it as ``ctx.engine``)."""
+    is the registered engine (the adapter sees it as ``ctx.engine``). Fills and returns ``info`` (the
+    manifest entry), which holds what is known so far when a KeyboardInterrupt passes through."""
     engine_name = engine_name or name
     edir = results.engine_dir(run_dir, name)
     ledger_dir = edir / "history"
@@ -127,13 +137,14 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     workload = scenario.workload.to_workload()
     settings = {**engine.default_settings(workload, scenario.workers.count),
                 **scenario.engine_settings_for(engine_name, variant)}
-    info: dict[str, Any] = {
+    info = {} if info is None else info
+    info.update({
         "description": engine.description,
         "versions": engine.versions(),
         "settings": settings,
         "services": {},
         "error": None,
-    }
+    })
     if variant is not None:
         info["variant"] = variant.model_dump()
     if scenario.load.generator == "locust":
@@ -162,7 +173,8 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
         say.tick(lambda: f"[{name}] FAILED: {info['error']}", force=True)
-    info["wall_s"] = round(time.monotonic() - started, 3)
+    finally:
+        info["wall_s"] = round(time.monotonic() - started, 3)
     return info
 
 

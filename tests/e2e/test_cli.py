@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,38 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     # still lose a message (engines/celery/README.md), so the counts must add up rather than be zero
     assert celery["lost"] == celery["acknowledged"] - celery["completed"]
     assert celery["settings"]["task_acks_late"] is True
+
+
+def test_an_interrupted_run_names_the_engine_and_analyze_reports_its_partial_results(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*DURABENCH, "run", "tests/e2e/memory-interrupt.yaml", "--out", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # progress lines: wait until the measured window has begun and work completed
+            if line.startswith("[memory] load") and "completed=" in line:
+                t = float(line.split("t=")[1].split("s")[0])
+                if t >= 3.0 and int(line.split("completed=")[1].split()[0]) > 10:
+                    break
+        else:
+            raise AssertionError("the run ended before its load was under way")
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "partial results of memory" in rest and "Traceback" not in rest
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["interrupted"]["engine"] == "memory"
+    assert manifest["engines"]["memory"]["interrupted"] is True
+    again = durabench("analyze", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"]["engine"] == "memory"
+    e = summary["engines"]["memory"]
+    assert e["interrupted"] is True and e["verdict"] == "interrupted"
+    assert e["completed"] > 10 and e["throughput_per_s"] > 0
+    assert 1.0 < e["measured_window_s"] < 60  # the window ends where the records end, not at the planned 120 s
+    assert "Interrupted part-way" in (run_dir / "report.md").read_text()
+    assert "interrupted" in again.stdout  # the headline table's verdict column
