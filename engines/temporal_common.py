@@ -12,6 +12,8 @@ no side effects: Temporal's workflow sandbox re-imports it with ``engines.tempor
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -102,7 +104,19 @@ async def retry_until(what: str, deadline_s: float, probe: Callable[[], Awaitabl
 async def connect(endpoint: str, settings: dict[str, Any], identity: str) -> Client:
     from temporalio.client import Client
 
-    return await Client.connect(endpoint, namespace=settings["namespace"], identity=identity)
+    return await Client.connect(endpoint, namespace=settings["namespace"], identity=identity, runtime=runtime())
+
+
+@functools.cache
+def runtime() -> Any:
+    """The process's Temporal runtime, with the SDK's default log levels (core WARN, other ERROR) but with the
+    Rust core's logs forwarded to the Python logger ``temporalio.core`` instead of written to stderr by the
+    core itself: in the driver they then land in the engine's logs/driver.log (harness/run/runner.py)."""
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+    forward = LogForwardingConfig(logger=logging.getLogger("temporalio.core"))
+    return Runtime(telemetry=TelemetryConfig(
+        logging=LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forward)))
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -166,8 +166,8 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 info["services"][svc_name]["proxied_url"] = services.redact(endpoints[svc_name])
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
-            engine.prepare(ctx)
             with _library_logs(edir / "logs" / "driver.log"):
+                engine.prepare(ctx)
                 asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
@@ -183,19 +183,26 @@ LIBRARY_LOGGERS = ("dbos", "temporalio", "celery", "kombu")
 
 @contextlib.contextmanager
 def _library_logs(path: Path) -> Iterator[None]:
-    """Engine libraries used by the driver (clients) log to the engine's logs/driver.log, not to the
-    terminal, where they would interleave with the progress lines (e.g. DBOSClient's retries during
-    a store crash). DBOS adds its console handler only to a logger without handlers."""
+    """Engine libraries used in this process (the adapter's prepare and its client) log to the engine's
+    logs/driver.log, never to the terminal, where they would interleave with durabench's own lines (e.g.
+    DBOSClient's retries during a store crash). DBOS adds its console handler only to a logger without
+    handlers, so the named libraries get the file handler directly; every other logger reaches it through
+    the root logger (no stream handler, and logging's last-resort stderr handler is never used), and Python
+    warnings go there too. Durabench's own lines are printed, not logged. Native code that writes to the
+    terminal itself is the adapter's to route (engines/temporal_common.py forwards Temporal's Rust core
+    logs to the ``temporalio`` logger)."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved = {}
-    for name in LIBRARY_LOGGERS:
+    for name in ("", *LIBRARY_LOGGERS):
         logger = logging.getLogger(name)
         saved[name] = (logger.handlers[:], logger.propagate)
-        logger.handlers, logger.propagate = [handler], False
+        logger.handlers, logger.propagate = [handler], name == ""
+    logging.captureWarnings(True)
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         for name, (handlers, propagate) in saved.items():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate

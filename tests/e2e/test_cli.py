@@ -163,3 +163,20 @@ def test_an_interrupted_run_names_the_engine_and_analyze_reports_its_partial_res
     assert 1.0 < e["measured_window_s"] < 60  # the window ends where the records end, not at the planned 120 s
     assert "Interrupted part-way" in (run_dir / "report.md").read_text()
     assert "interrupted" in again.stdout  # the headline table's verdict column
+
+
+@pytest.mark.real
+def test_quiet_run_prints_only_durabenchs_own_lines(tmp_path: Path) -> None:
+    """Engine client libraries in the driver (DBOSClient's retries during a store crash, Temporal's core) log to
+    each engine's logs/driver.log: with --quiet, the terminal holds the headline table and the paths only."""
+    proc = durabench("run", "tests/e2e/quiet-store-crash.yaml", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
+    run_dir, summary = _summary(tmp_path)
+    lines = proc.stdout.splitlines()
+    table = lines[: 2 + len(summary["engines"])]
+    assert table[0].split()[:2] == ["engine", "verdict"] and set(table[1]) <= {"-", " "}
+    assert [row.split()[0] for row in table[2:]] == list(summary["engines"])
+    assert lines[len(table):] == ["", f"results: {run_dir}", f"report:  {run_dir / 'report.md'}"]
+    # the libraries did log (the crash made DBOSClient retry): into the file, not the terminal
+    assert "WARNING dbos" in (run_dir / "engines" / "dbos" / "logs" / "driver.log").read_text()
