@@ -162,16 +162,25 @@ def _frange(start: float, stop: float, step: float) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--keep", help="write the synthetic run here and keep it (default: a temporary directory)")
+    parser.add_argument("--keep", help="write the synthetic run here and keep it (default: a temporary directory); "
+                                       "a run already there with as many events is analyzed again, not rewritten")
     args = parser.parse_args(argv)
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="durabench-analysis-speed-"))
     run_dir = base / "run"
     try:
-        ctx = multiprocessing.get_context("fork")  # synthesis in a child: its memory is not this process's peak
-        with ctx.Pool(1) as pool:
-            n = pool.apply(synthesize, (run_dir, args.events))
-        size = sum(p.stat().st_size for p in run_dir.rglob("*.jsonl"))
-        print(f"synthesized {n:,} events ({size / 2**20:.0f} MiB of ledger) in {run_dir}", file=sys.stderr)
+        marker = base / "events.txt"
+        if marker.is_file() and marker.read_text().split()[0] == str(args.events):
+            n = int(marker.read_text().split()[1])
+            print(f"reusing the synthetic run of {n:,} events in {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            ctx = multiprocessing.get_context("fork")  # synthesis in a child: its memory is not this process's peak
+            with ctx.Pool(1) as pool:
+                n = pool.apply(synthesize, (run_dir, args.events))
+            if args.keep:
+                marker.write_text(f"{args.events} {n}\n")
+            size = sum(p.stat().st_size for p in run_dir.rglob("*.jsonl"))
+            print(f"synthesized {n:,} events ({size / 2**20:.0f} MiB of ledger) in {run_dir}", file=sys.stderr)
         from harness.analysis import summary as analysis_summary
 
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -185,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "events": n, "wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "events_per_s": round(n / wall_s),
             "peak_rss_bytes": peak, "peak_rss_mib": round(peak / 2**20),
+            "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
             "rss_before_mib": round(before.ru_maxrss * 1024 / 2**20),
             "submitted": e["submitted"], "completed": e["completed"], "lost": e["lost"],
             "duplicated_steps": e["duplicated_steps"], "faults": len(e["recovery"]),

@@ -48,3 +48,16 @@ def test_reference_run_analyzes_to_the_committed_figures(tmp_path: Path) -> None
             _same(before, json.loads((run / "engines" / e / name).read_text()), f"{e}/{name}", diffs)
     assert not diffs, diffs
     assert sum(fresh["engines"][e]["completed"] for e in engines) > 0  # figures, not empty dicts, were compared
+
+
+def test_analysis_speed_benchmark_runs_on_a_small_history() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "benchmarks/analysis_speed.py", "--events", "4000"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert 3900 <= figures["events"] <= 4100 and figures["submitted"] == 500
+    assert figures["completed"] + figures["lost"] <= figures["submitted"] and figures["completed"] > 450
+    assert figures["events_per_s"] > 0 and figures["peak_rss_bytes"] > 0
