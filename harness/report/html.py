@@ -200,7 +200,9 @@ def verdict_lines(runs: list[Run]) -> list[str]:
                                     for s in sums for f in s.get("recovery", [])))
         under = f"under {', '.join(faults)}" if faults else "with no fault injected"
         correct = sum(1 for s in sums if s["verdict"] == "correct")
-        if correct == len(sums):
+        if all(s["verdict"] == "interrupted" for s in sums):
+            head = "**interrupted** (partial results, no verdict)"
+        elif correct == len(sums):
             head = "**correct**"
         elif correct == 0:
             head = "**NOT correct**"
