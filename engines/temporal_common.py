@@ -172,6 +172,25 @@ def _record(ex: WorkflowExecution) -> EngineRecord:
     return EngineRecord(status, closed_ns if status == "completed" else None, detail)
 
 
+def first_task_evidence(events: Any) -> dict[str, Any] | None:
+    """From a workflow's history events: who started its first workflow task and when, and how many times a
+    workflow task was started before one completed; None when the first attempt completed (no interruption)."""
+    from temporalio.api.enums.v1 import EventType
+
+    first: Any = None
+    attempts = 0
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            attempts += 1
+            first = first or event
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            break
+    if first is None or attempts < 2:
+        return None
+    return {"dequeued_by": first.workflow_task_started_event_attributes.identity,
+            "dequeued_ns": first.event_time.ToNanoseconds(), "start_attempts": attempts}
+
+
 class TemporalClient:
     """Starts ``workflow_name(plan)`` on the run's task queue; reads outcomes from visibility, then describe().
 
@@ -237,7 +256,29 @@ class TemporalClient:
 
         rest = [wf_id for wf_id in dict.fromkeys(workflow_ids) if wf_id not in out]
         out.update(await asyncio.gather(*(describe(wf_id) for wf_id in rest)))
+        await self._dequeue_evidence(out, sem)
         return out
+
+    async def _dequeue_evidence(self, out: dict[str, EngineRecord], sem: asyncio.Semaphore) -> None:
+        """Where a worker took a workflow's first workflow task and never completed it (killed between dequeue
+        and first step), add ``dequeued_by`` (that worker's identity: the durabench worker id), ``dequeued_ns``
+        and ``start_attempts`` (workflow task starts before the first completed one) from its history. Only
+        histories longer than the batch's shortest completed one (or of unfinished workflows) are read."""
+        lengths = [r.detail["history_length"] for r in out.values()
+                   if r.status == "completed" and r.detail.get("history_length")]
+        normal = min(lengths) if lengths else 0
+        odd = [wf for wf, r in out.items() if r.status != "not_found"
+               and (r.status != "completed" or (r.detail.get("history_length") or 0) > normal)]
+
+        async def read(wf_id: str) -> None:
+            async with sem:
+                history = await self._client.get_workflow_handle(wf_id).fetch_history()
+            evidence = first_task_evidence(history.events)
+            if evidence is not None:
+                record = out[wf_id]
+                out[wf_id] = EngineRecord(record.status, record.completed_ns, {**record.detail, **evidence})
+
+        await asyncio.gather(*(read(wf) for wf in odd))
 
     async def close(self) -> None:
         return None  # temporalio's Client has no close(); its connection ends with the object
