@@ -141,8 +141,10 @@ def synthesize(run_dir: Path, n_events: int, seed: int = 1) -> int:
     (run_dir / "engines" / ENGINE / "reconcile.json").write_text(json.dumps(reconcile))
     manifest = {
         "schema_version": 1, "run_id": run_dir.name, "created_at": "2026-11-30T00:00:00+00:00",
-        "scenario": {"name": "analysis-speed", "durability": "strict", "workload": {"steps": STEPS,
-                     "step_duration": STEP_S, "payload_bytes": 16}},
+        "scenario": {"name": "analysis-speed", "durability": "strict",
+                     "workload": {"steps": STEPS, "step_duration": STEP_S, "payload_bytes": 16},
+                     "load": {"mode": "open", "rate": RATE_PER_S, "arrival": "uniform", "warmup": WARMUP_S,
+                              "duration": duration_s}},
         "durability": "strict", "seed": seed,
         "engines": {ENGINE: {"description": "synthetic history", "versions": {}, "settings": {}, "services": {},
                              "error": None}},
