@@ -72,7 +72,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
     lines = data.split(b"\n")
     try:  # the fast path: every line a record (a long run has millions)
         loads = orjson.loads
-        out: list[dict[str, Any]] = [loads(line) for line in lines[:-1] if line.strip()]
+        out: list[dict[str, Any]] = [loads(line) for line in lines[:-1] if line]  # (blank: the slow path)
         if all(isinstance(r, dict) and isinstance(r.get("ns"), int) for r in out):
             return out, bool(lines[-1].strip())
     except orjson.JSONDecodeError:

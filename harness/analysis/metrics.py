@@ -316,7 +316,10 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
     cutoff = fault_end["ns"] if fault_end is not None else start
     affected: list[WorkflowTrace] = []
     by_dequeue = 0
+    reach = start if targets else cutoff  # a workflow sent later cannot be hit (its steps start after its send)
     for wf, tr in trs.items():
+        if tr.sent_ns is not None and tr.sent_ns > reach:
+            continue
         record = engine.get(wf)
         done = completion_ns(tr, record, steps)
         if done is not None and done <= start:
@@ -344,12 +347,10 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
         finishes.append(None if done is None else (done - start) / 1e9)
     unfinished = sum(1 for f in finishes if f is None)
     dup, replayed = 0, 0
-    for wf, tr in trs.items():
-        if reruns is not None:
-            found = reruns.get(wf, [])
-        else:
-            record = engine.get(wf)
-            found = reexecutions(tr, steps, record.completed_ns if record else None)
+    if reruns is None:
+        reruns = {wf: reexecutions(tr, steps, rec.completed_ns if (rec := engine.get(wf)) else None)
+                  for wf, tr in trs.items()}
+    for found in reruns.values():
         for rerun in found:
             if start <= rerun.start_ns and (until_ns is None or rerun.start_ns < until_ns):
                 dup += 1

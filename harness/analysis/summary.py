@@ -43,8 +43,9 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     ends = {r["fault_id"]: r for r in events if r["ev"] == "fault_end"}
     starts = [r for r in events if r["ev"] == "fault_start"]
     buckets = metrics.completions_per_second(trs, reconcile, steps, win.load_start_ns)
-    reruns = {wf: checker.reexecutions(tr, steps, rec.completed_ns if (rec := reconcile.get(wf)) else None)
-              for wf, tr in trs.items()} if starts else {}
+    reruns = {wf: found for wf, tr in trs.items()  # only the workflows with re-executions
+              if (found := checker.reexecutions(tr, steps, rec.completed_ns if (rec := reconcile.get(wf)) else None))
+              } if starts else {}
     faults = [metrics.recovery(r, ends.get(r["fault_id"]), trs, reconcile, steps, win,
                                starts[i + 1]["ns"] if i + 1 < len(starts) else None, reruns, buckets)
               for i, r in enumerate(starts)]
