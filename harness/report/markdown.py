@@ -67,11 +67,14 @@ def findings(e: dict[str, Any]) -> list[str]:
             parts.append(f"{unknown} submissions with an unknown outcome the engine has no record of")
         out.append("**Losses**: " + "; ".join(parts) + ".")
     claimed = e.get("engine_claimed_throughput_per_s")
-    if claimed is not None and claimed != e.get("throughput_per_s"):
-        out.append(f"**The engine claims more than the ledger shows**: its own store records "
-                   f"{e.get('engine_claimed_completed', '?')} workflows completed ({_fmt(claimed)} workflows/s in the "
-                   f"window, `engine_claimed_throughput_per_s`); {e.get('completed', 0)} have every step executed "
-                   f"per the ledger ({_fmt(e.get('throughput_per_s'))}/s, `throughput_per_s`).")
+    verified = e.get("throughput_per_s")
+    if claimed is not None and verified is not None and claimed != verified:
+        head = ("**The engine claims more than the ledger shows**" if claimed > verified else
+                "**The engine's own store records fewer completions than the ledger shows**")
+        out.append(f"{head}: its store records {e.get('engine_claimed_completed', '?')} workflows completed "
+                   f"({_fmt(claimed)} workflows/s in the window, `engine_claimed_throughput_per_s`); "
+                   f"{e.get('completed', 0)} have every step executed per the ledger ({_fmt(verified)}/s, "
+                   f"`throughput_per_s`, the figure reported).")
     return out
 
 
