@@ -90,7 +90,10 @@ class EngineRun:
 
     @cached_property
     def window(self) -> metrics.Window:
-        return metrics.window(self.events)
+        win = metrics.window(self.events)
+        if self.info.get("interrupted"):  # as the summary measured it: up to the last record
+            win = metrics.truncated(win, self.events[-1]["ns"])
+        return win
 
     @cached_property
     def histograms(self) -> dict[str, HdrHistogram]:
@@ -164,6 +167,8 @@ class EngineRun:
         buckets: list[int] = self.summary.get("completions_per_s", [])
         first = round(load["warmup"])
         last = first + int(load["duration"])
+        if self.info.get("interrupted"):  # the window ended with the run's last record
+            last = min(last, int((self.window.end_ns - self.window.load_start_ns) // 1_000_000_000))
         return (buckets + [0] * last)[first:last]
 
     @cached_property

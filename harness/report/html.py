@@ -147,7 +147,7 @@ def headline_table(runs: list[Run]) -> tuple[list[list[str]], str]:
         if any(c is not None and c != s["throughput_per_s"] for c, s in zip(claims, sums, strict=True)):
             thr += f" (engine claims {fmt_spread(claims)})"
         interrupted = sum(1 for s in sums if s.get("interrupted"))
-        if interrupted:
+        if interrupted and verdict != "interrupted":  # some repetitions only
             verdict += " **interrupted**" + (f" in {interrupted} of {len(sums)} runs" if len(sums) > 1 else "")
         rows.append([name, verdict, thr, *lats, *counts, recovery, _cost_cell(sums)])
     if single:
