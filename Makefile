@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# engines shipped as their own distributions (docs/engines.md), installed after the main package
+PLUGINS := plugins/durabench-absurd
 
 .PHONY: quick test lint install clean-venv
 
@@ -14,16 +16,17 @@ test: $(VENV)/.installed lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check harness engines tests
+	$(BIN)/ruff check harness engines tests plugins
 	$(BIN)/mypy
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "durabench needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(addprefix -e ,$(PLUGINS))
 	$(BIN)/python -m harness.gobuild
 	touch $@
 

