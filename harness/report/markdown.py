@@ -96,9 +96,12 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _settings_line(engine: str, settings: dict[str, Any], restart_delay_s: float) -> str:
+def _settings_line(engine: str, settings: dict[str, Any], restart_delay_s: float,
+                   declared: list[str] | None = None) -> str:
+    """The settings that decide recovery: those the adapter declares (``recovery_settings``, recorded in the
+    manifest), else this module's list for the engine's family, else every setting."""
     family = "temporal" if engine.startswith("temporal") else engine.split("-", 1)[0]
-    keys = RECOVERY_SETTINGS.get(family, ())
+    keys = declared or RECOVERY_SETTINGS.get(family, ())
     shown = {k: settings[k] for k in keys if k in settings} or settings
     return ", ".join([*(f"{k}={v}" for k, v in shown.items()), f"restart_delay_s={restart_delay_s:g}"])
 
@@ -139,6 +142,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
             "all done s | throughput back s | recovery settings |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        declared = {name: info.get("recovery_settings") for name, info in manifest["engines"].items()}
         for name, f in faults:
             rd = f["resume_delay_s"]
             settings = summary["engines"][name].get("settings", {})
@@ -146,7 +150,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"| {name} | {f['kind']} | {f['target']} | {_fmt(f['start_s'])} | {f['affected']} | "
                 f"{_fmt(f['first_progress_s'], 2)} | {_fmt(rd['p50'], 2)} / {_fmt(rd['p99'], 2)} / "
                 f"{_fmt(rd['max'], 2)} | {_fmt(f['all_done_s'], 2)} | {_fmt(f['throughput_recovered_s'])} | "
-                f"{_settings_line(name, settings, sc['workers']['restart_delay'])} |")
+                f"{_settings_line(name, settings, sc['workers']['restart_delay'], declared.get(name))} |")
         lines.append("")
     lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/analysis/cost.py)
     lines += ["## Latency detail (ms)", "",

@@ -142,6 +142,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
         "description": engine.description,
         "versions": engine.versions(),
         "settings": settings,
+        "recovery_settings": list(getattr(engine, "recovery_settings", ())),  # optional (docs/engines.md)
         "services": {},
         "error": None,
     })

@@ -50,7 +50,7 @@ def test_check_and_engines() -> None:
     assert "quick.yaml: ok" in proc.stdout
     proc = durabench("engines")
     assert proc.returncode == 0
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory", "absurd"):
         assert name in proc.stdout
 
 
@@ -90,7 +90,8 @@ def test_newer_results_format_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
-    """A kill of worker:0 mid-load: DBOS and Temporal (Python and Go) lose nothing and re-run no completed step.
+    """A kill of worker:0 mid-load: DBOS, Temporal (Python and Go) and absurd (a plugin distribution, lease
+    recovery) lose nothing and re-run no completed step.
 
     temporal-local loses nothing either, but local activities are recorded only when the workflow
     task completes, so a crash re-runs steps that had finished: the checker must count that, not pass it.
@@ -102,7 +103,7 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     assert "[dbos] load" in proc.stderr  # progress was shown
     run_dir, summary = _summary(tmp_path)
     assert (run_dir / "report.md").is_file()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "absurd"):
         e = summary["engines"][name]
         assert e["status"] == "ok", e
         assert e["submitted"] >= 100
@@ -112,17 +113,22 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
         assert len(e["recovery"]) == 1
         assert e["e2e_latency_ms"]["count"] > 0
         assert name in (run_dir / "report.md").read_text()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
         assert e["completed"] == e["submitted"]
-    for name in ("dbos", "dbos-go", "temporal", "temporal-go"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-go", "absurd"):
         e = summary["engines"][name]
         assert e["replayed_completed_steps"] == 0, (name, e)
         assert e["verdict"] == "correct"
         rec = e["recovery"][0]
         if rec["affected"]:
             assert rec["all_done_s"] is not None and rec["first_progress_s"] is not None
+    absurd = summary["engines"]["absurd"]
+    claim_s = absurd["settings"]["claim_timeout_s"]
+    if absurd["recovery"][0]["affected"]:  # the killed worker's tasks wait for their lease to expire
+        assert absurd["recovery"][0]["first_progress_s"] >= claim_s - 1.0, absurd["recovery"][0]
+    assert "claim_timeout_s=" in (run_dir / "report.md").read_text()  # the plugin's declared recovery settings
     celery = summary["engines"]["celery"]
     # acks_late + the visibility timeout redeliver the killed steps; kombu's BRPOP-then-HSET window can
     # still lose a message (engines/celery/README.md), so the counts must add up rather than be zero
