@@ -50,7 +50,8 @@ def test_check_and_engines() -> None:
     assert "quick.yaml: ok" in proc.stdout
     proc = durabench("engines")
     assert proc.returncode == 0
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory", "absurd"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory", "absurd",
+                 "procrastinate"):
         assert name in proc.stdout
 
 
@@ -103,7 +104,7 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     assert "[dbos] load" in proc.stderr  # progress was shown
     run_dir, summary = _summary(tmp_path)
     assert (run_dir / "report.md").is_file()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "absurd"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "absurd", "procrastinate"):
         e = summary["engines"][name]
         assert e["status"] == "ok", e
         assert e["submitted"] >= 100
@@ -113,7 +114,7 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
         assert len(e["recovery"]) == 1
         assert e["e2e_latency_ms"]["count"] > 0
         assert name in (run_dir / "report.md").read_text()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd", "procrastinate"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
         assert e["completed"] == e["submitted"]
@@ -129,6 +130,10 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     if absurd["recovery"][0]["affected"]:  # the killed worker's tasks wait for their lease to expire
         assert absurd["recovery"][0]["first_progress_s"] >= claim_s - 1.0, absurd["recovery"][0]
     assert "claim_timeout_s=" in (run_dir / "report.md").read_text()  # the plugin's declared recovery settings
+    # procrastinate: no checkpoints; the stalled-job sweep re-runs the killed worker's jobs, and a job killed
+    # after it deferred the next step re-runs a step the chain had moved past: counted, not hidden
+    proc = summary["engines"]["procrastinate"]
+    assert proc["settings"]["stalled_sweep_cron"] and proc["duplicated_steps"] >= proc["replayed_completed_steps"]
     celery = summary["engines"]["celery"]
     # acks_late + the visibility timeout redeliver the killed steps; kombu's BRPOP-then-HSET window can
     # still lose a message (engines/celery/README.md), so the counts must add up rather than be zero

@@ -16,8 +16,8 @@ from harness.run import services
 from harness.run.driver import LiveView
 from harness.supervisor import Supervisor
 
-ENGINES = os.environ.get(
-    "DURABENCH_ENGINES", "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery,absurd").split(",")
+# every registered engine (in-repo adapters and plugin distributions alike), or DURABENCH_ENGINES=a,b
+ENGINES = os.environ["DURABENCH_ENGINES"].split(",") if os.environ.get("DURABENCH_ENGINES") else registry.names()
 WORKFLOWS = 20
 WORKLOAD = Workload(steps=3, step_duration_s=0.02, payload_bytes=128)
 TIMEOUT_S = 60.0
