@@ -63,7 +63,7 @@ async def serve(config: WorkerConfig, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    server = asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))
     await asyncio.to_thread(register, config.endpoints["restate-admin"], f"http://127.0.0.1:{port}")
     runner.ready()
     await server

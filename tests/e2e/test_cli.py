@@ -51,7 +51,7 @@ def test_check_and_engines() -> None:
     proc = durabench("engines")
     assert proc.returncode == 0
     for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory", "absurd",
-                 "procrastinate"):
+                 "procrastinate", "restate"):
         assert name in proc.stdout
 
 
@@ -91,8 +91,8 @@ def test_newer_results_format_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
-    """A kill of worker:0 mid-load: DBOS, Temporal (Python and Go) and absurd (a plugin distribution, lease
-    recovery) lose nothing and re-run no completed step.
+    """A kill of worker:0 mid-load: DBOS, Temporal (Python and Go), absurd (a plugin distribution, lease
+    recovery) and Restate (journal replay) lose nothing and re-run no completed step.
 
     temporal-local loses nothing either, but local activities are recorded only when the workflow
     task completes, so a crash re-runs steps that had finished: the checker must count that, not pass it.
@@ -104,7 +104,8 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
     assert "[dbos] load" in proc.stderr  # progress was shown
     run_dir, summary = _summary(tmp_path)
     assert (run_dir / "report.md").is_file()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "absurd", "procrastinate"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "absurd", "procrastinate",
+                 "restate"):
         e = summary["engines"][name]
         assert e["status"] == "ok", e
         assert e["submitted"] >= 100
@@ -114,11 +115,11 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
         assert len(e["recovery"]) == 1
         assert e["e2e_latency_ms"]["count"] > 0
         assert name in (run_dir / "report.md").read_text()
-    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd", "procrastinate"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd", "procrastinate", "restate"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
         assert e["completed"] == e["submitted"]
-    for name in ("dbos", "dbos-go", "temporal", "temporal-go", "absurd"):
+    for name in ("dbos", "dbos-go", "temporal", "temporal-go", "absurd", "restate"):
         e = summary["engines"][name]
         assert e["replayed_completed_steps"] == 0, (name, e)
         assert e["verdict"] == "correct"

@@ -132,3 +132,32 @@ def test_locust_and_front_doors_die_with_a_sigkilled_durabench(tmp_path: Path) -
         harness.kill()  # the SIGKILL under test (and, should an assertion fail, no stray run)
         harness.wait(10)
     assert _gone([p.pid for p in descendants]), "a process durabench started outlived its SIGKILL"
+RESTATE_HARNESS = """
+import sys, time
+from pathlib import Path
+from harness.run import services
+with services.running(["restate"], Path(sys.argv[1]), "relaxed") as svc:
+    print(svc.services["restate"].proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.real
+def test_restate_server_listens_on_loopback_and_dies_with_a_killed_harness(tmp_path: Path) -> None:
+    """The Restate server is the npm package's binary itself (not its Node wrapper), so a SIGKILL of
+    durabench takes it down; every port it opens is on loopback; the profile sets its log's fsync."""
+    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    harness = subprocess.Popen([sys.executable, "-c", RESTATE_HARNESS, str(tmp_path)], stdout=subprocess.PIPE,
+                               text=True, env=env)
+    assert harness.stdout is not None
+    pid = int(harness.stdout.readline())
+    server = psutil.Process(pid)
+    assert Path(server.exe()).name == "restate-server"
+    listening = {c.laddr.ip for c in server.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}
+    argv = server.cmdline()
+    config = Path(argv[argv.index("--config-file") + 1]).read_text()
+    assert "[log-server]\nrocksdb-disable-wal-fsync = true" in config  # relaxed: no fsync per write batch
+    harness.send_signal(signal.SIGKILL)
+    harness.wait(10)
+    assert _gone([pid]), "the Restate server outlived a SIGKILLed harness"
