@@ -117,6 +117,7 @@ class ResourcesSpec(_Strict):
 
     interval: Duration = 1.0  # sampling period; 0 = no sampling
     pss: bool = True  # also read proportional set sizes (/proc/<pid>/smaps_rollup)
+    idle: Duration = 0.0  # idle window of the servers before workers start (integration cost); 0 = none
 
 
 class SaturateSpec(_Strict):

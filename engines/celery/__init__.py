@@ -145,6 +145,19 @@ class CeleryEngine:
     name: ClassVar[str] = "celery"
     description: ClassVar[str] = "Celery 5.7 canvas chain on Redis (Valkey), acks_late + visibility-timeout recovery"
     services: ClassVar[tuple[str, ...]] = ("redis",)
+    # integration cost (harness/integration.py): the app with its task, and the chain a user writes
+    workflow_code: ClassVar[tuple[str, ...]] = ("app.py:make_app,workflow",)
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "task_acks_late": False,
+        "task_reject_on_worker_lost": False,
+        "worker_prefetch_multiplier": 4,
+        "worker_concurrency": _cpus(),
+        "visibility_timeout": 3600.0,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 10,
+        "unacked_mutex_expire": 300.0,
+        "result_expires": 86400,
+    }
 
     def unavailable_reason(self) -> str | None:
         try:

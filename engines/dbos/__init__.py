@@ -38,6 +38,18 @@ class DbosEngine:
         "DBOS Transact (Python): async workflows on a Postgres-backed queue, DBOSClient enqueues"
     )
     services: ClassVar[tuple[str, ...]] = ("postgres",)
+    recovery_settings: ClassVar[tuple[str, ...]] = ("polling_interval_s",)
+    # integration cost (harness/integration.py): the workflow a user writes, the defaults moved (README)
+    workflow_code: ClassVar[tuple[str, ...]] = ("worker.py:durabench_step,durabench_workflow",)
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "polling_interval_s": 1.0,
+        "worker_concurrency": None,
+        "sys_db_pool_size": 20,
+        "max_executor_threads": None,
+        "client_pool_size": 5,
+        "application_version": "<hash of the workflow source>",
+        "executor_id_pattern": "local",
+    }
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("dbos", "dbos==3.4.0"), ("psycopg", "psycopg[binary]")):

@@ -159,6 +159,15 @@ class DbosGoEngine:
         "DBOS Transact Go: workflows on a Postgres-backed queue, Go workers, Go client enqueues"
     )
     services: ClassVar[tuple[str, ...]] = ("postgres",)
+    # integration cost (harness/integration.py): the workflow is a closure inside serve (with DBOS's setup)
+    workflow_code: ClassVar[tuple[str, ...]] = ("main.go:serve",)
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "polling_interval_s": 1.0,
+        "worker_concurrency": None,
+        "sys_db_pool_size": 20,
+        "application_version": "<hash of the binary's workflows>",
+        "executor_id_pattern": "local",
+    }
 
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("psycopg") is None:

@@ -103,6 +103,14 @@ class ProcrastinateEngine:
     services: ClassVar[tuple[str, ...]] = ("postgres",)
     recovery_settings: ClassVar[tuple[str, ...]] = (
         "update_heartbeat_interval_s", "stalled_worker_timeout_s", "stalled_sweep_cron")
+    workflow_code: ClassVar[tuple[str, ...]] = ("tasks.py",)
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "concurrency": 1,
+        "update_heartbeat_interval_s": 10.0,
+        "stalled_worker_timeout_s": 30.0,
+        "stalled_sweep_cron": "none: a dead worker's jobs stay 'doing'",
+        "worker_pool_size": 4,
+    }
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("procrastinate", "procrastinate==3.10.0"), ("psycopg_pool", "psycopg[pool]")):

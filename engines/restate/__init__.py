@@ -112,6 +112,8 @@ class RestateEngine:
     )
     services: ClassVar[tuple[str, ...]] = ("restate",)
     recovery_settings: ClassVar[tuple[str, ...]] = ("retry_initial_interval_s", "retry_factor", "retry_max_interval_s")
+    workflow_code: ClassVar[tuple[str, ...]] = ("service.py",)
+    changed_defaults: ClassVar[dict[str, Any]] = {}  # the retry policy is set to the server's own defaults
 
     def __init__(self) -> None:
         self._ports: dict[int, int] = {}  # worker index -> its deployment's port, stable across restarts

@@ -35,6 +35,13 @@ class TemporalEngine:
     name: ClassVar[str] = "temporal"
     description: ClassVar[str] = "Temporal dev server + Python SDK; every step an activity (server round trip per step)"
     services: ClassVar[tuple[str, ...]] = ("temporal",)
+    # integration cost (harness/integration.py): the workflow, the activity and the worker a user writes
+    workflow_code: ClassVar[tuple[str, ...]] = ("workflow.py:Plan,DurabenchWorkflow", "worker.py:build_worker")
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "activity_start_to_close_s": None,  # required: no default
+        "workflow_task_timeout_s": 10.0,
+        "sticky_queue_schedule_to_start_timeout_s": 10.0,
+    }
     local_activities: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:

@@ -32,6 +32,19 @@ class TemporalGoEngine:
         "Temporal dev server + Go SDK workers; every step an activity (Python client starts workflows)"
     )
     services: ClassVar[tuple[str, ...]] = ("temporal",)
+    # integration cost (harness/integration.py): the workflow and its activity
+    workflow_code: ClassVar[tuple[str, ...]] = ("main.go:DurabenchWorkflow,Step",)
+    changed_defaults: ClassVar[dict[str, Any]] = {
+        "activity_start_to_close_s": None,  # required: no default
+        "workflow_task_timeout_s": 10.0,
+        "sticky_queue_schedule_to_start_timeout_s": 5.0,
+        "max_cached_workflows": 10000,
+        "max_concurrent_workflow_tasks": 1000,
+        "max_concurrent_activities": 1000,
+        "max_concurrent_local_activities": 1000,
+        "workflow_task_pollers": 2,
+        "activity_task_pollers": 2,
+    }
 
     def unavailable_reason(self) -> str | None:
         if util.find_spec("temporalio") is None:

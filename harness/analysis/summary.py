@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ledger
-from harness.analysis import checker, cost, locuststats, metrics
+from harness.analysis import checker, cost, integration, locuststats, metrics
 from harness.contract import EngineRecord
 from harness.results import SCHEMA_VERSION, engine_dir, load_manifest, load_reconcile, write_json
 from harness.run.floors import floor_marker
@@ -82,6 +82,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "load_generator": next(r for r in events if r["ev"] == "load_start").get("generator", "pacer"),
         "locust": _locust(edir, events, win),
         "settings": info.get("settings", {}),
+        "integration": integration.summarize(info),
     }
     summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary

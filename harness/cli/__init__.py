@@ -3,7 +3,7 @@
     durabench run SCENARIO [--engines a,b] [--out DIR] [--duration 20s] [--rate N] [--workers K]
                            [--durability strict|relaxed|volatile] [--generator pacer|locust] [--locust-ui]
                            [--quiet] [--repeat N] [--fail-on violations,slo] [--junit FILE]
-    durabench engines
+    durabench engines [--cost [--scenario FILE] [--idle 2s]]
     durabench check SCENARIO...
     durabench analyze RUN_DIR [--fail-on violations,slo] [--junit FILE]
     durabench report RUN_DIR... [--out DIR]
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     _gate_flags(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("engines", help="list installed engine adapters and what each needs")
+    p.add_argument("--cost", action="store_true",
+                   help="integration cost: workflow lines, servers and their idle CPU/memory, defaults changed")
+    p.add_argument("--scenario", help="size the settings for this scenario's workload and workers "
+                   "(default: the scenario defaults, 3 steps x 50 ms, 2 workers)")
+    p.add_argument("--idle", default="2s", help="idle window per server for --cost (default 2s; 0 skips starting them)")
     p.set_defaults(func=cmd_engines)
     p = sub.add_parser("check", help="validate scenario files without running them")
     p.add_argument("scenarios", nargs="+")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ def _judge(summaries: list[dict[str, Any]], slo: SloSpec, fail_on: list[str], ju
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
+    if args.cost:
+        return _engines_cost(args)
     rows = [["engine", "available", "needs", "description"]]
     for name in registry.names():
         engine = registry.load(name)
@@ -175,3 +178,44 @@ def register_ls(sub: Any) -> None:
     p = sub.add_parser("ls", help="list the runs in a results directory: scenario, engines, date, verdict")
     p.add_argument("dir", nargs="?", default="results", help="results directory (default: results)")
     p.set_defaults(func=cmd_ls)
+
+
+def _engines_cost(args: argparse.Namespace) -> int:
+    """``durabench engines --cost``: the integration cost of every engine that can run here. Servers are
+    started once each (fresh, loopback) to measure their idle CPU and memory over ``--idle``."""
+    from harness import integration
+    from harness.report.integration import rows
+    from harness.run import idle, services
+
+    try:
+        idle_s = scenario.parse_duration(args.idle)
+    except ValueError as exc:
+        raise UserError(f"--idle {args.idle!r}: {exc}") from None
+    sc = scenario.load(args.scenario) if args.scenario else Scenario(name="engines-cost", engines=["memory"])
+    workload = sc.workload.to_workload()
+    blocks: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for name in registry.names():
+        engine = registry.load(name)
+        reason = engine.unavailable_reason()
+        if reason is not None:
+            skipped.append(f"{name} ({reason})")
+            continue
+        blocks[name] = integration.describe(engine, engine.default_settings(workload, sc.workers.count))
+    measured: dict[str, dict[str, Any]] = {}
+    if idle_s > 0:
+        wanted = sorted({svc for b in blocks.values() for svc in b["services"]})
+        with tempfile.TemporaryDirectory(prefix="durabench-cost-") as logs:
+            for svc_name in wanted:
+                print(f"durabench: measuring {svc_name} idle for {idle_s:g}s", file=sys.stderr, flush=True)
+                with services.running((svc_name,), Path(logs), sc.durability) as svc:
+                    measured.update(idle.measure(svc, idle_s, settle_s=idle.SETTLE_S))
+    for block in blocks.values():
+        block["services_idle"] = {s: measured[s] for s in block["services"] if s in measured}
+    print(text_table(rows(dict(blocks.items()), values=False)))
+    wl = f"{workload.steps} steps x {workload.step_duration_s * 1000:g} ms, {sc.workers.count} workers"
+    print(f"\nsettings sized for {wl}; durability profile {sc.durability}; idle over {idle_s:g}s per server, "
+          f"{idle.SETTLE_S:g}s after it started; the values of changed settings are in `durabench run` reports")
+    if skipped:
+        print("not available here: " + "; ".join(skipped))
+    return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis import cost
+from harness.report import integration
 from harness.report.tables import md_table
 
 LIMITS = (
@@ -153,6 +154,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{_settings_line(name, settings, sc['workers']['restart_delay'], declared.get(name))} |")
         lines.append("")
     lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/analysis/cost.py)
+    lines += integration.section(summary)  # workflow lines, servers idle, defaults changed
     lines += ["## Latency detail (ms)", "",
               "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]

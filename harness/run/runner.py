@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import procs, registry, results
+from harness import integration, procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.run import floors, resources, services, shipping
+from harness.run import floors, idle, resources, services, shipping
 from harness.run.driver import Driver, LiveView, Progress
 from harness.run.nemesis import Nemesis, resolve_service
 from harness.run.proxy import Proxy
@@ -169,6 +169,11 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                                 ledger_dir)
             with _library_logs(edir / "logs" / "driver.log"):
                 engine.prepare(ctx)
+                # integration cost: workflow code, services and their idle cost, defaults changed
+                # (harness/integration.py, harness/run/idle.py)
+                settle_s = max(0.0, idle.SETTLE_S - (time.monotonic() - started)) if scenario.resources.idle else 0.0
+                info["integration"] = {**integration.describe(engine, settings),
+                                       "services_idle": idle.measure(svc, scenario.resources.idle, settle_s)}
                 asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"

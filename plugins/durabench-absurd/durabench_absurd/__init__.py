@@ -126,6 +126,7 @@ class AbsurdEngine:
     services: ClassVar[tuple[str, ...]] = ("postgres",)
     recovery_settings: ClassVar[tuple[str, ...]] = ("claim_timeout_s", "poll_interval_s")
     workflow_code: ClassVar[tuple[str, ...]] = ("workflow.py",)
+    changed_defaults: ClassVar[dict[str, Any]] = {"claim_timeout_s": 120, "poll_interval_s": 0.25, "concurrency": 1}
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("absurd_sdk", "absurd-sdk==0.5.1"), ("absurdctl", "absurdctl==0.5.1"),
