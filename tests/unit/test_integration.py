@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytest
 
 from harness import integration, registry
@@ -81,7 +83,7 @@ def test_every_adapter_declares_countable_code_and_known_settings(name: str) -> 
 def test_unchanged_defaults_are_not_reported() -> None:
     class Fake:
         services = ("postgres",)
-        changed_defaults = {"poll_s": 1.0, "lease_s": 30}
+        changed_defaults: ClassVar[dict[str, Any]] = {"poll_s": 1.0, "lease_s": 30}
 
     changed = integration.changed_defaults(Fake(), {"poll_s": 1.0, "lease_s": 5})
     assert changed == {"lease_s": {"default": 30, "value": 5}}
