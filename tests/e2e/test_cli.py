@@ -115,6 +115,7 @@ def test_worker_kill_on_every_engine(tmp_path: Path) -> None:
         assert len(e["recovery"]) == 1
         assert e["e2e_latency_ms"]["count"] > 0
         assert name in (run_dir / "report.md").read_text()
+        assert e["integration"]["workflow_lines"] > 0  # integration cost: the adapter's declared workflow code
     for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "absurd", "procrastinate", "restate"):
         e = summary["engines"][name]
         assert e["lost"] == 0 and e["missing_steps"] == 0, (name, e)
