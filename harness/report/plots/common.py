@@ -26,7 +26,8 @@ ENGINE_COLORS = {"dbos": "#1f77b4", "temporal": "#ff7f0e", "temporal-local": "#2
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 FAULT_COLOR = "#b22222"
 LIMITS_SHORT = ("Limits: the Temporal dev server is single-shard SQLite (a lower bound for a production cluster); "
-                "Valkey stands in for Redis; servers, workers and driver share this machine (compare engines "
+                "Valkey stands in for Redis; Restate runs as one node; servers, workers and driver share this "
+                "machine (compare engines "
                 "within a run; absolute times do not carry across machines).")
 SPECTRUM_TICKS = {1: "0%", 2: "50%", 10: "90%", 100: "99%", 1_000: "99.9%", 10_000: "99.99%", 100_000: "99.999%"}
 PERCENTILE_BARS = ("p50", "p90", "p99", "p99.9")
