@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     import httpx
 
 _QUERY_CHUNK = 500
-# sys_invocation.status values of an invocation not finished yet (Restate docs, "Introspection")
-_PENDING = {"pending", "scheduled", "ready", "running", "backing-off", "suspended", "paused"}
 
 
-def service_name(settings: dict[str, Any], run_id: str, worker_index: int) -> str:
+def service_name(settings: dict[str, Any], worker_index: int) -> str:
     """Worker ``i`` serves its own workflow service (one deployment per worker: README, "Workers")."""
     return f"{settings['service_prefix']}{worker_index}"
 
@@ -54,7 +52,7 @@ class RestateClient:
 
         self._ingress = ctx.endpoints["restate"]
         self._admin = ctx.endpoints["restate-admin"]
-        self._services = [service_name(ctx.settings, ctx.run_id, i) for i in range(ctx.workers)]
+        self._services = [service_name(ctx.settings, i) for i in range(ctx.workers)]
         limits = httpx.Limits(max_connections=int(ctx.settings["client_connections"]))
         self._http: httpx.AsyncClient = httpx.AsyncClient(limits=limits, timeout=30.0)
 
@@ -93,11 +91,9 @@ class RestateClient:
                 if row["status"] == "completed" and row.get("completion_result") == "success":
                     done = row.get("completed_at")
                     out[wf] = EngineRecord("completed", _ns(done) if done else None, detail)
-                elif row["status"] == "completed":
+                elif row["status"] == "completed":  # completion_result "failure"
                     out[wf] = EngineRecord("failed", None, detail)
-                elif row["status"] in _PENDING:
-                    out[wf] = EngineRecord("pending", None, detail)
-                else:
+                else:  # pending, scheduled, ready, running, backing-off, suspended, paused
                     out[wf] = EngineRecord("pending", None, detail)
         return out
 

@@ -48,7 +48,7 @@ def register(admin: str, uri: str) -> None:
 
 async def serve(config: WorkerConfig, port: int) -> None:
     runner = StepRunner(config)
-    name = service_name(config.settings, config.run_id, config.worker_index)
+    name = service_name(config.settings, config.worker_index)
     app = restate.app(services=[build(name, runner, config.workload.steps, config.settings)])
     # listen before registering: Restate's discovery call must find the endpoint up
     sock = socket.socket()
