@@ -290,8 +290,8 @@ class Scenario(_Strict):
                 raise _FieldError(f"engine_settings.{name}", f"one of the scenario's engines {self.engines}", name)
         _check_server_settings("server_settings", self.server_settings)
         for svc, ext in self.services.items():
-            if svc not in SERVICES:
-                raise _FieldError(f"services.{svc}", f"one of {list(SERVICES)}", svc)
+            if svc not in EXTERNAL_SCHEMES:  # restate: always started by durabench (engines/restate/README.md)
+                raise _FieldError(f"services.{svc}", f"one of {list(EXTERNAL_SCHEMES)}", svc)
             schemes = EXTERNAL_SCHEMES[svc]
             if schemes and not ext.url.startswith(schemes):
                 raise _FieldError(f"services.{svc}.url", f"a URL starting with {' or '.join(schemes)}", redact(ext.url))

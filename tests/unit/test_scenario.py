@@ -63,6 +63,7 @@ def test_defaults_are_documented_values() -> None:
                                                                             "without a password"),
         ({"services": {"postgres": {"url": "mysql://db"}}}, "services.postgres.url: expected a URL starting with"),
         ({"services": {"mongo": {"url": "mongodb://db"}}}, "services.mongo: expected one of"),
+        ({"services": {"restate": {"url": "http://127.0.0.1:8080"}}}, "services.restate: expected one of"),
         ({"services": {"postgres": {"url": "postgresql://db:5432/x"}},
           "server_settings": {"postgres": {"fsync": "on"}}},
          "server_settings.postgres: expected no settings for an external server"),
