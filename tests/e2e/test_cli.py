@@ -33,6 +33,7 @@ def durabench(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         (["frobnicate"], "invalid choice"),
         (["analyze", "/nonexistent"], "not a durabench run directory"),
         (["check", "tests/e2e/bad.yaml"], "faults.0.target: expected a known target"),
+        (["engines", "--cost", "--idle", "soon"], "--idle 'soon'"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
@@ -53,6 +54,16 @@ def test_check_and_engines() -> None:
     for name in ("dbos", "dbos-go", "temporal", "temporal-local", "temporal-go", "celery", "memory", "absurd",
                  "procrastinate", "restate"):
         assert name in proc.stdout
+
+
+def test_engines_cost_without_servers() -> None:
+    """The static integration cost of every engine (servers not started: --idle 0s)."""
+    proc = durabench("engines", "--cost", "--idle", "0s")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:] if line.strip()}
+    for name in ("absurd", "restate", "procrastinate", "dbos", "temporal", "celery"):
+        assert int(rows[name][1]) > 0, proc.stdout  # workflow lines counted from the adapter's declared files
+    assert "claim_timeout_s" in proc.stdout and "visibility_timeout" in proc.stdout  # defaults moved, by name
 
 
 def _summary(out: Path) -> tuple[Path, dict]:
