@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integration cost: workflow lines, servers and their idle CPU/memory, defaults changed")
     p.add_argument("--scenario", help="size the settings for this scenario's workload and workers "
                    "(default: the scenario defaults, 3 steps x 50 ms, 2 workers)")
-    p.add_argument("--idle", default="2s", help="idle window per server for --cost (default 2s; 0s skips starting them)")
+    p.add_argument("--idle", default="2s",
+                   help="idle window per server for --cost (default 2s; 0s skips starting them)")
     p.set_defaults(func=cmd_engines)
     p = sub.add_parser("check", help="validate scenario files without running them")
     p.add_argument("scenarios", nargs="+")
