@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # engines shipped as their own distributions (docs/engines.md), installed after the main package
 PLUGINS := plugins/durabench-absurd
 
-.PHONY: quick test lint install clean-venv
+.PHONY: quick test lint install clean-venv temporal-server
 
 quick: $(VENV)/.installed
 	$(BIN)/durabench run scenarios/quick.yaml
@@ -29,6 +29,12 @@ $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(BIN)/python -m pip install --quiet $(addprefix -e ,$(PLUGINS))
 	$(BIN)/python -m harness.gobuild
 	touch $@
+
+# The production Temporal server and its SQL tool, built from the Go module proxy into
+# ~/.cache/durabench/temporal-server/ (about 5 min the first time; the temporal-*-pg engines build it
+# at first use otherwise). Not part of `make quick`.
+temporal-server: $(VENV)/.installed
+	$(BIN)/python -m harness.temporalbuild
 
 clean-venv:
 	rm -rf $(VENV)

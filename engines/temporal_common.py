@@ -38,6 +38,17 @@ RETRY_PAUSE_S = 0.1  # between attempts of prepare's / the worker's readiness pr
 _REJECTING_CODES = ("INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED")
 
 
+FRONTEND_SERVICES = ("temporal-server", "temporal")  # the production server's, else the dev server's
+
+
+def frontend(endpoints: Mapping[str, str]) -> str:
+    """The Temporal frontend's address among a run's endpoints (the Go worker's ``frontend`` too)."""
+    for name in FRONTEND_SERVICES:
+        if name in endpoints:
+            return endpoints[name]
+    raise KeyError(f"no Temporal server among the endpoints {sorted(endpoints)}")
+
+
 def task_queue(settings: dict[str, Any], run_id: str) -> str:
     return f"{settings['task_queue_prefix']}-{run_id}"
 
@@ -55,6 +66,28 @@ def workflow_settings(workload: Workload) -> dict[str, Any]:
         "id_conflict_policy": "USE_EXISTING",
         "id_reuse_policy": "REJECT_DUPLICATE",
     }
+
+
+# The production shape: a Temporal server built from the Go module proxy on the run's PostgreSQL
+# (harness/run/temporal_server.py), PostgreSQL first so that ``service:store`` is the database.
+SERVER_PG_SERVICES = ("postgres", "temporal-server")
+SERVER_PG_NOTE = ("Temporal server {version} (one process, four services) on the run's PostgreSQL 18, which is "
+                  "outside Temporal's tested PostgreSQL versions (13-16)")
+
+
+def server_pg_unavailable_reason() -> str | None:
+    """Why the production server cannot run here (no Go toolchain), else None (first use builds it)."""
+    from harness import temporalbuild
+
+    return temporalbuild.unavailable_reason()
+
+
+def server_pg_versions() -> dict[str, str]:
+    from harness import temporalbuild
+
+    return {"temporal-server": temporalbuild.SERVER_VERSION,
+            "go (server build)": temporalbuild.go_version() or "absent",
+            "postgres-tested-by-temporal": "13-16 (this run: 18, untested by Temporal)"}
 
 
 # Harness plumbing (no effect on measured latency).
@@ -149,7 +182,7 @@ def wait_for_namespace(ctx: EngineContext) -> None:
     async def probe() -> None:
         from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
-        client = await connect(ctx.endpoints["temporal"], s, "durabench-prepare")
+        client = await connect(frontend(ctx.endpoints), s, "durabench-prepare")
         await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=s["namespace"]))
         await client.count_workflows(query)  # visibility answers for this namespace
 
@@ -286,5 +319,5 @@ class TemporalClient:
 
 async def open_client(ctx: EngineContext, workflow_name: str, plan: Any) -> TemporalClient:
     """Connect as ``durabench-driver`` and wrap the connection in a :class:`TemporalClient`."""
-    client = await connect(ctx.endpoints["temporal"], ctx.settings, "durabench-driver")
+    client = await connect(frontend(ctx.endpoints), ctx.settings, "durabench-driver")
     return TemporalClient(client, ctx, workflow_name, plan)

@@ -21,7 +21,7 @@ from harness.errors import ScenarioError, UserError
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 PROFILES = ("strict", "relaxed", "volatile")
-SERVICES = ("postgres", "redis", "temporal", "restate")
+SERVICES = ("postgres", "redis", "temporal", "restate", "temporal-server")
 
 
 def parse_duration(value: Any) -> float:
@@ -118,6 +118,9 @@ class ResourcesSpec(_Strict):
     interval: Duration = 1.0  # sampling period; 0 = no sampling
     pss: bool = True  # also read proportional set sizes (/proc/<pid>/smaps_rollup)
     idle: Duration = 0.0  # idle window of the servers before workers start (integration cost); 0 = none
+    # workers up, nothing submitted, just before the load: the per-second part of every store cost
+    # (polling, housekeeping), subtracted to get the per-workflow part (harness/analysis/cost.py); 0 = none
+    baseline: Duration = 5.0
 
 
 class SaturateSpec(_Strict):
@@ -142,7 +145,7 @@ class ExternalServiceSpec(_Strict):
 EXTERNAL_SCHEMES = {"postgres": ("postgresql://", "postgres://"), "redis": ("redis://", "rediss://"), "temporal": ()}
 
 ServerValue = str | int | float | bool
-SETTABLE_SERVICES = ("postgres", "redis")
+SETTABLE_SERVICES = ("postgres", "redis", "temporal-server")
 
 
 class VariantSpec(_Strict):

@@ -94,3 +94,27 @@ class TemporalLocalEngine(TemporalEngine):
         "Temporal dev server + Python SDK; every step a local activity (runs inside the workflow task)"
     )
     local_activities: ClassVar[bool] = True
+
+
+class TemporalPgEngine(TemporalEngine):
+    """The same workers on a production Temporal server whose store is the run's PostgreSQL."""
+
+    name: ClassVar[str] = "temporal-pg"
+    description: ClassVar[str] = (
+        "Temporal server (Go build, 4 services in 1 process) on PostgreSQL 18 + Python SDK; every step an activity"
+    )
+    services: ClassVar[tuple[str, ...]] = temporal_common.SERVER_PG_SERVICES
+
+    def unavailable_reason(self) -> str | None:
+        return super().unavailable_reason() or temporal_common.server_pg_unavailable_reason()
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), **temporal_common.server_pg_versions()}
+
+
+class TemporalPgLocalEngine(TemporalPgEngine):
+    name: ClassVar[str] = "temporal-pg-local"
+    description: ClassVar[str] = (
+        "Temporal server (Go build) on PostgreSQL 18 + Python SDK; every step a local activity"
+    )
+    local_activities: ClassVar[bool] = True

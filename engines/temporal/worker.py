@@ -24,7 +24,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engines.temporal.workflow import STEP_ACTIVITY, DurabenchWorkflow
-from engines.temporal_common import connect, retry_until, task_queue
+from engines.temporal_common import connect, frontend, retry_until, task_queue
 from harness.contract import WorkerConfig
 from harness.workload import StepRunner
 
@@ -106,7 +106,7 @@ async def main() -> None:
     runner = StepRunner(config)
     client = await retry_until(
         "connection", float(config.settings["ready_timeout_s"]),
-        lambda: connect(config.endpoints["temporal"], config.settings, config.worker_id))
+        lambda: connect(frontend(config.endpoints), config.settings, config.worker_id))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

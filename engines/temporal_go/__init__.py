@@ -32,6 +32,7 @@ class TemporalGoEngine:
         "Temporal dev server + Go SDK workers; every step an activity (Python client starts workflows)"
     )
     services: ClassVar[tuple[str, ...]] = ("temporal",)
+    local_activities: ClassVar[bool] = False
     # integration cost (harness/integration.py): the workflow and its activity
     workflow_code: ClassVar[tuple[str, ...]] = ("main.go:DurabenchWorkflow,Step",)
     changed_defaults: ClassVar[dict[str, Any]] = {
@@ -53,7 +54,7 @@ class TemporalGoEngine:
 
     def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
         return {
-            "local_activities": False,
+            "local_activities": self.local_activities,
             "namespace": "default",
             "task_queue_prefix": "durabench-go",
             # workflow: timeouts and retries, as engines/temporal (engines.temporal_common, README: "Settings")
@@ -67,7 +68,7 @@ class TemporalGoEngine:
             "workflow_task_pollers": 5,  # Go SDK default 2
             "activity_task_pollers": 5,  # Go SDK default 2
             "eager_activity_execution": True,  # Go SDK default
-            "no_remote_activities": False,  # Go: LocalActivityWorkerOnly
+            "no_remote_activities": self.local_activities,  # Go: LocalActivityWorkerOnly
             # harness plumbing (no effect on measured latency)
             **PLUMBING_SETTINGS,
         }
@@ -91,3 +92,27 @@ class TemporalGoEngine:
     async def open_client(self, ctx: EngineContext) -> TemporalClient:
         # The Go worker decodes the JSON object into its Plan struct (the same fields as Python's Plan).
         return await temporal_common.open_client(ctx, WORKFLOW_NAME, plan_fields(ctx.workload, ctx.settings))
+
+
+class TemporalGoPgEngine(TemporalGoEngine):
+    """The same Go workers on a production Temporal server whose store is the run's PostgreSQL."""
+
+    name: ClassVar[str] = "temporal-go-pg"
+    description: ClassVar[str] = (
+        "Temporal server (Go build, 4 services in 1 process) on PostgreSQL 18 + Go SDK workers; every step an activity"
+    )
+    services: ClassVar[tuple[str, ...]] = temporal_common.SERVER_PG_SERVICES
+
+    def unavailable_reason(self) -> str | None:
+        return super().unavailable_reason() or temporal_common.server_pg_unavailable_reason()
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), **temporal_common.server_pg_versions()}
+
+
+class TemporalGoPgLocalEngine(TemporalGoPgEngine):
+    name: ClassVar[str] = "temporal-go-pg-local"
+    description: ClassVar[str] = (
+        "Temporal server (Go build) on PostgreSQL 18 + Go SDK workers; every step a local activity"
+    )
+    local_activities: ClassVar[bool] = True

@@ -102,6 +102,15 @@ func main() {
 	}
 }
 
+// frontend is the Temporal frontend's address: the production server's ("temporal-server") when the
+// engine runs on it, else the dev server's ("temporal"); engines.temporal_common.frontend in Python.
+func frontend(endpoints map[string]string) string {
+	if addr, ok := endpoints["temporal-server"]; ok {
+		return addr
+	}
+	return endpoints["temporal"]
+}
+
 func taskQueue(cfg *durabench.WorkerConfig) string {
 	return cfg.Settings.String("task_queue_prefix") + "-" + cfg.RunID
 }
@@ -118,7 +127,7 @@ func serve(cfg *durabench.WorkerConfig, started time.Time) error {
 	err = retryUntil("connection", readyTimeout, func() error {
 		var dialErr error
 		c, dialErr = client.Dial(client.Options{
-			HostPort:  cfg.Endpoints["temporal"],
+			HostPort:  frontend(cfg.Endpoints),
 			Namespace: s.String("namespace"),
 			Identity:  cfg.WorkerID,
 			Logger:    tlog.NewStructuredLogger(logger),

@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import floors
+from harness.analysis import floors, statements
 from harness.errors import UserError
 from harness.run import resources, stores
 
@@ -101,33 +101,56 @@ def _group(components: dict[str, Any], names: list[str]) -> dict[str, Any] | Non
     }
 
 
+def _counter_totals(store: str, recs: list[dict[str, Any]], start_ns: int,
+                    end_ns: int | None) -> tuple[dict[str, float], float, int]:
+    """Increase of every counter of one store between two times: totals, seconds covered, samples."""
+    inside = _between(recs, start_ns, end_ns)
+    series = [stores.flatten(store, r["counters"]) for r in inside]
+    keys = list(dict.fromkeys(k for s in series for k in s))
+    totals: dict[str, float] = {}
+    for key in keys:
+        values = [float(s[key]) for s in series if key in s]
+        if key in GAUGES:
+            totals[key.replace("_bytes", "_growth_bytes").replace("_size", "_growth_bytes")] = (
+                values[-1] - values[0] if values else 0.0)
+        else:
+            totals[key] = stores.counter_delta(values)
+    if store == "redis" and "total_commands_processed" in totals:  # the probe's own INFO per sample
+        totals["total_commands_processed"] = max(0.0, totals["total_commands_processed"] - (len(series) - 1))
+    seconds = (inside[-1]["ns"] - inside[0]["ns"]) / 1e9 if inside else 0.0
+    return totals, seconds, len(series)
+
+
 def _store_figures(records: list[dict[str, Any]], start_ns: int, end_ns: int | None, completed: int,
-                   steps: int) -> dict[str, Any]:
+                   steps: int, idle: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Store counters over the cost interval; with an ``idle`` window (start_ns, end_ns), also the
+    per-second part (the idle rate) and the per-workflow part net of it (``fixed``)."""
     by_store: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_store.setdefault(rec["store"], []).append(rec)
     out: dict[str, Any] = {}
     for store, recs in by_store.items():
         recs.sort(key=lambda r: r["ns"])
-        series = [stores.flatten(store, r["counters"]) for r in _between(recs, start_ns, end_ns)]
-        keys = list(dict.fromkeys(k for s in series for k in s))
-        totals: dict[str, float] = {}
-        for key in keys:
-            values = [float(s[key]) for s in series if key in s]
-            if key in GAUGES:
-                totals[key.replace("_bytes", "_growth_bytes").replace("_size", "_growth_bytes")] = (
-                    values[-1] - values[0] if values else 0.0)
-            else:
-                totals[key] = stores.counter_delta(values)
-        if store == "redis" and "total_commands_processed" in totals:  # the probe's own INFO per sample
-            totals["total_commands_processed"] = max(0.0, totals["total_commands_processed"] - (len(series) - 1))
-        totals = {k: int(v) for k, v in totals.items()}
+        raw, seconds, samples = _counter_totals(store, recs, start_ns, end_ns)
+        totals = {k: int(v) for k, v in raw.items()}
         out[store] = {
             "totals": totals,
             "per_workflow": {k: _per(v, completed) for k, v in totals.items()},
             "per_step": {k: _per(v, completed * steps) for k, v in totals.items()},
-            "samples": len(series),
+            "samples": samples,
         }
+        if idle is not None:
+            idle_totals, idle_s, _ = _counter_totals(store, recs, idle[0], idle[1])
+            if idle_s > 0:
+                per_s = {k: round(v / idle_s, 4) for k, v in idle_totals.items() if k not in GAUGES}
+                net = {k: v - per_s.get(k, 0.0) * seconds for k, v in raw.items()}
+                out[store]["fixed"] = {
+                    "idle_s": round(idle_s, 3),
+                    "interval_s": round(seconds, 3),
+                    "per_s": per_s,
+                    "per_workflow": {k: _per(v, completed) for k, v in net.items()},
+                    "per_step": {k: _per(v, completed * steps) for k, v in net.items()},
+                }
     return out
 
 
@@ -142,13 +165,14 @@ def _headline(cost: dict[str, Any]) -> dict[str, float | None]:
         out["wal_mb"] = _per(t.get("wal_bytes", 0) / 1e6, n, 1000)
     if "redis" in st:
         out["redis_cmds"] = _per(st["redis"]["totals"].get("total_commands_processed", 0), n, 1000)
-    if "temporal" in st:
-        out["persistence_reqs"] = _per(st["temporal"]["totals"].get("persistence_requests", 0), n, 1000)
+    for name in ("temporal", "temporal-server"):
+        if name in st:
+            out["persistence_reqs"] = _per(st[name]["totals"].get("persistence_requests", 0), n, 1000)
     return out
 
 
 def analyze_cost(edir: Path, load_start_ns: int, completed: int, steps: int,
-                 end_ns: int | None = None) -> dict[str, Any] | None:
+                 end_ns: int | None = None, idle: tuple[int, int] | None = None) -> dict[str, Any] | None:
     records = resources.read_series(edir / resources.RESOURCES_FILE)
     if not records:
         return None
@@ -178,7 +202,7 @@ def analyze_cost(edir: Path, load_start_ns: int, completed: int, steps: int,
         "components": components,
         "groups": groups,
         "stores": _store_figures(resources.read_series(edir / resources.COUNTERS_FILE), load_start_ns, end_ns,
-                                 completed, steps),
+                                 completed, steps, idle),
         "sampler": sampler,
     }
     return cost
@@ -217,16 +241,21 @@ def durability_tax(summary: dict[str, Any], floor: dict[str, Any] | None, servic
 
 def analyze(edir: Path, events: list[dict[str, Any]], floor_records: list[dict[str, Any]], summary: dict[str, Any],
             info: dict[str, Any], steps: int) -> dict[str, Any]:
-    """Summary fields ``cost``, ``cost_per_1000_workflows``, ``floors`` and ``durability_tax``, from the history
-    split into the run's ``events`` and the unloaded floor workflows' ``floor_records``."""
+    """Summary fields ``statements``, ``cost``, ``cost_per_1000_workflows``, ``floors`` and ``durability_tax``,
+    from the history split into the run's ``events`` and the unloaded floor workflows' ``floor_records``."""
     start = next((r["ns"] for r in events if r["ev"] == "load_start"), None)
     # the interval ends 1 s (statistics flush) after the load or the last step, whichever is later: a
     # drain that waits in vain for a lost workflow adds no idle time
     work_end = max((r["ns"] for r in events if r["ev"] in ("load_end", "step_end")), default=None)
     end = None if work_end is None else work_end + int(resources.STATS_FLUSH_S * 1e9)
-    cost = analyze_cost(edir, start, summary.get("completed", 0), steps, end) if start is not None else None
+    idle_start = next((r["ns"] for r in events if r["ev"] == "idle_start"), None)
+    idle_end = next((r["ns"] for r in events if r["ev"] == "idle_end"), None)
+    idle = (idle_start, idle_end) if idle_start is not None and idle_end is not None else None
+    completed = summary.get("completed", 0)
+    cost = analyze_cost(edir, start, completed, steps, end, idle) if start is not None else None
     floor = floors.analyze(edir, floor_records, steps)
     return {
+        "statements": statements.analyze(edir, completed, steps),
         "cost": cost,
         "cost_per_1000_workflows": _headline(cost) if cost else None,
         "floors": floor,
@@ -260,8 +289,10 @@ def _store_work(stores_: dict[str, Any]) -> str:
     if "redis" in stores_:
         w = stores_["redis"]["per_workflow"]
         parts.append(f"{_f(w.get('total_commands_processed'))} Redis commands")
-    if "temporal" in stores_:
-        w = stores_["temporal"]["per_workflow"]
+    for name in ("temporal", "temporal-server"):
+        if name not in stores_:
+            continue
+        w = stores_[name]["per_workflow"]
         parts.append(f"{_f(w.get('persistence_requests'))} persistence requests, "
                      f"{_f(w.get('service_requests'))} gRPC requests")
     return "; ".join(parts) or "-"

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import registry, results, scenario
+from harness import registry, results, scenario, temporalbuild
 from harness.analysis import gates, runs
 from harness.analysis import summary as analysis_summary
 from harness.errors import UserError
@@ -119,12 +119,18 @@ def cmd_engines(args: argparse.Namespace) -> int:
     if args.cost:
         return _engines_cost(args)
     rows = [["engine", "available", "needs", "description"]]
+    server_note = ""
     for name in registry.names():
         engine = registry.load(name)
         reason = engine.unavailable_reason()
-        rows.append([name, "yes" if reason is None else f"no: {reason}", ", ".join(engine.services) or "-",
-                     engine.description])
+        available = "yes" if reason is None else f"no: {reason}"
+        if reason is None and "temporal-server" in engine.services and temporalbuild.binaries() is None:
+            available = "yes, once built (the first use builds it)"
+            server_note = temporalbuild.status()
+        rows.append([name, available, ", ".join(engine.services) or "-", engine.description])
     print(text_table(rows))
+    if server_note:
+        print(f"\ntemporal-server: {server_note}")
     return 0
 
 

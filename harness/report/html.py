@@ -72,6 +72,8 @@ def not_drawn_reason(name: str) -> str:
         return "the run did not measure resource usage (no engines/<engine>/resources.jsonl)"
     if name == "recovery":
         return "no fault was injected"
+    if name == "database":
+        return "no engine used the harness's PostgreSQL (no engines/<engine>/statements.json)"
     return "nothing to draw (no engine ran)"
 
 

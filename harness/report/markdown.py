@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis import cost
-from harness.report import integration
+from harness.report import database, integration
 from harness.report.tables import md_table
 
 LIMITS = (
@@ -20,6 +20,8 @@ LIMITS = (
     "deployment (no HTTP/2 load balancer in front of the workers): engines/restate/README.md.",
     "PostgreSQL, Valkey and Temporal run on the same 2-core machine as the workers and the driver: "
     "compare engines within one run; absolute times do not carry across machines.",
+    "The temporal-*-pg engines run a Temporal server v1.32.0 built from source (all four services in one process) "
+    "on the run's PostgreSQL 18, which is outside Temporal's tested PostgreSQL versions (13-16).",
 )
 
 RECOVERY_SETTINGS = {
@@ -157,6 +159,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         lines.append("")
     lines += cost.section(summary)  # cost per 1,000 workflows, floors, durability tax (harness/analysis/cost.py)
     lines += integration.section(summary)  # workflow lines, servers idle, defaults changed
+    lines += database.section(summary)  # pg_stat_statements per engine (harness/analysis/statements.py)
     lines += ["## Latency detail (ms)", "",
               "| engine | metric | count | mean | p50 | p90 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]

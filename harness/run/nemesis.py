@@ -35,12 +35,15 @@ from harness.supervisor import Supervisor
 
 
 def resolve_service(target: str, services: tuple[str, ...], engine: str) -> str:
-    """``service:store`` / ``link:store`` name the engine's state store: the first of its services."""
+    """``service:store`` / ``link:store`` name the engine's state store: the first of its services.
+    ``service:temporal`` / ``link:temporal`` name an engine's ``temporal-server`` too."""
     name = target.split(":", 1)[1]
     if name == "store":
         if not services:
             raise UserError(f"engine {engine!r} has no store to fault (fault target {target!r})")
         return services[0]
+    if name == "temporal" and "temporal" not in services and "temporal-server" in services:
+        return "temporal-server"  # "the engine's Temporal server", whichever kind it is
     if name not in services:
         raise UserError(f"engine {engine!r} does not use {name} (fault target {target!r}; it uses {services})")
     return name

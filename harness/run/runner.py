@@ -23,7 +23,7 @@ from harness import integration, procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.run import floors, idle, resources, services, shipping
+from harness.run import floors, idle, pgstatements, resources, services, shipping, temporal_server
 from harness.run.driver import Driver, LiveView, Progress
 from harness.run.nemesis import Nemesis, resolve_service
 from harness.run.proxy import Proxy
@@ -98,6 +98,9 @@ def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
 def validate(scenario: Scenario) -> dict[str, Engine]:
     """Checks that need the engines: names, and the services fault targets refer to."""
     registry.check_names(scenario.engines)
+    for variant in [None, *scenario.variants]:
+        temporal_server.check_settings(scenario.server_settings_for(variant).get(temporal_server.NAME, {}),
+                                       dynamic_check=True)
     engines = {name: registry.load(name) for name in scenario.engines}
     workload = scenario.workload.to_workload()
     for name, engine in engines.items():
@@ -154,17 +157,15 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
         info["versions"].update(locustload.versions())
     started = time.monotonic()
     try:
+        # workers, the driver and dependent servers (temporal-server -> postgres) reach each server
+        # through its fault proxy when the scenario has link faults
         with services.running(engine.services, edir / "logs", scenario.durability,
                               scenario.server_settings_for(variant),
-                              {k: v.url for k, v in scenario.services.items()}) as svc, \
-                _proxies(svc, scenario.needs_proxy) as proxies:
+                              {k: v.url for k, v in scenario.services.items()},
+                              proxied=scenario.needs_proxy) as svc:
+            proxies = svc.proxies
             info["services"] = svc.describe()
             endpoints = svc.endpoints
-            for svc_name, proxy in proxies.items():  # workers and driver reach the store through the proxy
-                target = svc.services[svc_name]
-                endpoints[svc_name] = endpoints[svc_name].replace(f"{target.host}:{target.port}",
-                                                                  f"127.0.0.1:{proxy.port}")
-                info["services"][svc_name]["proxied_url"] = services.redact(endpoints[svc_name])
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
             with _library_logs(edir / "logs" / "driver.log"):
@@ -213,20 +214,6 @@ def _library_logs(path: Path) -> Iterator[None]:
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
         handler.close()
-
-
-@contextlib.contextmanager
-def _proxies(svc: services.Services, wanted: bool) -> Iterator[dict[str, Proxy]]:
-    proxies: dict[str, Proxy] = {}
-    try:
-        if wanted:
-            for name, service in svc.services.items():
-                proxies[name] = Proxy(name, service.host, service.port)
-                proxies[name].start()
-        yield proxies
-    finally:
-        for proxy in proxies.values():
-            proxy.stop()
 
 
 async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress,
@@ -287,6 +274,12 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
                 driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
                               scenario.total_load_s)
+            statements = pgstatements.probe_for(svc)  # pg_stat_statements windows (harness/run/pgstatements.py)
+            if scenario.resources.baseline > 0:  # the per-second part of store costs: workers up, no workflow
+                say.tick(lambda: f"[{ctx.work_dir.name}] measuring {scenario.resources.baseline:g}s idle", force=True)
+                await _idle_window(scenario.resources.baseline, harness_ledger, sampler, statements)
+            if statements is not None:
+                await asyncio.to_thread(statements.open, "load")
             if sampler is not None:
                 sampler.sample()  # the cost interval starts here (harness/analysis/cost.py)
             load = asyncio.create_task(driver.run())
@@ -310,6 +303,9 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             await nemesis.settle()
             faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
+            if statements is not None:  # before the reconcile's own queries
+                await asyncio.to_thread(statements.close, "load")
+                statements.save(ctx.work_dir)
             ids = driver.submitted_ids()
             records = await _lookup(client, ids, set(view.completed))
             results.save_reconcile(ctx.work_dir / "reconcile.json", records)
@@ -324,6 +320,26 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
         sup.stop()
         if isinstance(sup, shipping.ShippingSupervisor) and not sup.sweep():
             raise ServiceError(f"the ledger collector did not take every shipped record; see {ctx.work_dir / 'hosts'}")
+
+
+async def _idle_window(idle_s: float, ledger: Ledger, sampler: resources.Sampler | None,
+                       statements: pgstatements.StatementProbe | None) -> None:
+    """``idle_s`` seconds with the workers up and nothing submitted, between ``idle_start`` and
+    ``idle_end`` records (harness/analysis/cost.py takes the per-second store costs from it)."""
+    if statements is not None:
+        # transaction counters of the setup's last bursts (floors, shard acquisition) reach
+        # pg_stat_database up to 10 s late: let them land before the idle window opens
+        await asyncio.sleep(pgstatements.SETTLE_S)
+        await asyncio.to_thread(statements.open, "idle")
+    if sampler is not None:
+        sampler.sample()
+    ledger.write("idle_start")
+    await asyncio.sleep(idle_s)
+    ledger.write("idle_end")
+    if sampler is not None:
+        sampler.sample()
+    if statements is not None:
+        await asyncio.to_thread(statements.close, "idle")
 
 
 async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:

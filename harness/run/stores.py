@@ -11,7 +11,7 @@ Counters restart from zero when their server restarts; the analysis accumulates 
               and the floors use ``durabench_floors``: the analysis leaves both out.
 ``redis``     ``INFO``: ``total_commands_processed`` (the probe's one ``INFO`` per sample included: the
               analysis subtracts it), network bytes in/out, ``aof_current_size``.
-``temporal``  the server's Prometheus endpoint (``--metrics-port``): ``persistence_requests`` and
+``temporal``, ``temporal-server``  the server's Prometheus endpoint (``--metrics-port``): ``persistence_requests`` and
               ``service_requests`` summed over every label set; and the size of its SQLite file and
               ``-wal`` file (``sqlite_bytes``).
 """
@@ -154,7 +154,7 @@ def probe_for(service: Any) -> Probe | None:
         return PostgresProbe(service.url.rsplit("/", 1)[0] + f"/{PROBE_DB}")
     if service.name == "redis":
         return RedisProbe(service.url)
-    if service.name == "temporal":
+    if service.name in ("temporal", "temporal-server"):  # the production server has no SQLite file
         db = service.settings.get("db_filename")
         return TemporalProbe(service.extra.get("metrics"), Path(db) if db else None)
     return None

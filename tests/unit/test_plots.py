@@ -130,7 +130,7 @@ def test_step_overhead_and_rates_draw_bars_per_engine(run: runs.Run) -> None:
 def test_every_figure_states_its_context(run: runs.Run) -> None:
     for spec in plots.CHARTS:
         fig = plots.figure(spec.name, run)
-        if spec.name == "resources":
+        if spec.name in ("resources", "database"):
             assert fig is None  # not measured in this run
             continue
         assert fig is not None, spec.name
@@ -196,11 +196,12 @@ def test_report_is_self_contained_html_and_markdown(tmp_path: Path) -> None:
     md = md_path.read_text()
     html = html_path.read_text()
     charts = sorted(p.name for p in (run_dir / "charts").glob("*.png"))
-    assert charts == sorted(f"{s.name}.png" for s in plots.CHARTS if s.name != "resources")
+    assert charts == sorted(f"{s.name}.png" for s in plots.CHARTS if s.name not in ("resources", "database"))
     for name in charts:
         assert f"](charts/{name})" in md
     assert md.index("## Charts") < md.index("## Headline")
     assert "Not drawn: resource usage over time: the run did not measure resource usage (no engines/" in md
+    assert "no engines/<engine>/statements.json" in md
     assert html.count('src="data:image/png;base64,') == len(charts)
     assert 'src="charts/' not in html
     assert "<table>" in html and "<h2>Verdicts</h2>" in html and "Valkey stands in for Redis" in html
@@ -224,3 +225,35 @@ def test_scenario_differences_name_the_fields(tmp_path: Path) -> None:
     assert runs.scenario_differences(a, b) == ["durability: 'strict' vs 'relaxed'", "load.rate: 10.0 vs 20.0"]
     with pytest.raises(UserError, match="not a repetition"):
         runs.check_repetitions([a, b])
+
+
+def test_database_chart_stacks_wal_by_category_and_transactions_by_database(tmp_path: Path) -> None:
+    import json
+
+    from harness import results
+    from harness.analysis import summary
+
+    run_dir = runbuilder.make_run(tmp_path)
+    row = {"toplevel": True, "rows": 1, "total_exec_time": 0.1, "wal_records": 1, "wal_fpi": 0}
+    window = {"start_ns": 0, "end_ns": 10 * 10**9, "start_xid": 0, "end_xid": 100, "stats_reset": None,
+              "start_databases": {"temporal": {"xact_commit": 0, "xact_rollback": 0}},
+              "end_databases": {"temporal": {"xact_commit": 300, "xact_rollback": 0},
+                                "temporal_visibility": {"xact_commit": 50, "xact_rollback": 0}},
+              "statements": [
+                  {**row, "db": "temporal", "queryid": 1, "query": "INSERT INTO history_node VALUES ($1)",
+                   "calls": 100, "wal_bytes": 40_000},
+                  {**row, "db": "temporal_visibility", "queryid": 2,
+                   "query": "INSERT INTO executions_visibility VALUES ($1)", "calls": 50, "wal_bytes": 90_000}]}
+    edir = results.engine_dir(run_dir, "alpha")
+    (edir / "statements.json").write_text(json.dumps({"windows": {"load": window}}))
+    summary.analyze(run_dir)
+    run = runs.load_run(run_dir)
+    fig = plots.figure("database", run)
+    assert fig is not None
+    wal_ax, tx_ax = fig.axes[0], fig.axes[1]
+    assert "WAL" in wal_ax.get_ylabel() and "transactions" in tx_ax.get_ylabel()
+    heights = sorted(round(p.get_height()) for p in wal_ax.patches if p.get_height() > 0)
+    completed = run.engines["alpha"].summary["completed"]
+    steps = run.engines["alpha"].steps
+    assert heights == sorted([round(40_000 / completed / steps), round(90_000 / completed / steps)])
+    assert [t.get_text() for t in wal_ax.get_xticklabels()] == ["alpha"]  # beta has no statements

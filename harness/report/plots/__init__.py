@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 
 from harness.analysis.runs import Run
-from harness.report.plots import latency_time, overhead, rates, recovery_time, resources, spectrum, throughput
+from harness.report.plots import (
+    database,
+    latency_time,
+    overhead,
+    rates,
+    recovery_time,
+    resources,
+    spectrum,
+    throughput,
+)
 from harness.report.plots.common import (
     LIMITS_SHORT,
     PERCENTILE_BARS,
@@ -87,6 +96,12 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("resources", "Resource usage over time",
               "CPU and resident memory of every component over time (drawn only when the run measured them).",
               resources.build),
+    ChartSpec("database", "What each engine does in PostgreSQL",
+              "Per step, from pg_stat_statements and pg_stat_database (harness/analysis/statements.py): WAL bytes "
+              "by statement category (checkpoints, queue and polling, visibility, other) and transactions by "
+              "database (main, visibility). Bars are the per-workflow part: the rate measured while idle "
+              "(polling, housekeeping; written above each bar) times the load's seconds is subtracted first.",
+              database.build),
 )
 
 
