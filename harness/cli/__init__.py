@@ -13,6 +13,7 @@
     durabench locust-worker --master HOST:PORT
     durabench worker --config WORKER.json --collector URL [--spool DIR]
     durabench collect --dir HISTORY_DIR [--host 127.0.0.1] [--port 0]
+    durabench suite DIR_OR_FILE... [--engines a,b] [--out DIR] [--name NAME] [--fail-on violations,slo]
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
                                 [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 
@@ -28,7 +29,7 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import run, saturate
+from harness.cli import run, saturate, suite
 from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import RunInterrupted, UserError
 from harness.report import compare
@@ -45,7 +46,7 @@ EXIT_CODES_HELP = """exit codes:
   0    pass (every engine ran; every gate of --fail-on passed)
   1    a gate of --fail-on failed (violations: the checker's verdict; slo: a limit of the scenario's slo block)
   2    user error: bad input (scenario, flags, paths, run directory), one line on stderr
-  3    an engine failed to run (its logs are in the run directory)
+  3    an engine failed to run (its logs are in the run directory); suite: a scenario failed
   130  interrupted (Ctrl-C or SIGTERM); every server and worker durabench started is stopped"""
 
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.register(sub)
     run.register_ls(sub)
     saturate.register(sub)
+    suite.register(sub, EXIT_CODES_HELP)
     return parser
 
 

@@ -36,7 +36,7 @@ def run_and_analyze(sc: Scenario, out: Path, progress: bool = True) -> Path:
     return run_dir
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
+def scenario_overrides(args: argparse.Namespace) -> dict[str, object]:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
     if args.engines is not None and not engines:
         raise UserError("--engines is empty; give a comma-separated list such as dbos,temporal")
@@ -55,7 +55,7 @@ def _repeat(value: int | None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     fail_on = gates.parse_fail_on(args.fail_on)
     repeat = _repeat(args.repeat)
-    sc = scenario.load(args.scenario, _overrides(args))
+    sc = scenario.load(args.scenario, scenario_overrides(args))
     gates.require_slo(sc.slo, fail_on, args.scenario)
     if args.locust_ui:
         if sc.load.generator != "locust":
