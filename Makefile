@@ -7,10 +7,14 @@ BIN := $(VENV)/bin
 # engines shipped as their own distributions (docs/engines.md), installed after the main package
 PLUGINS := plugins/durabench-absurd
 
-.PHONY: quick test lint install clean-venv temporal-server
+.PHONY: quick test lint install clean-venv temporal-server usecases
 
 quick: $(VENV)/.installed
 	$(BIN)/durabench run scenarios/quick.yaml
+
+# the shipped use-case scenarios, one after another, with an index page (README, "Use cases")
+usecases: $(VENV)/.installed
+	$(BIN)/durabench suite scenarios/usecases/
 
 test: $(VENV)/.installed lint
 	$(BIN)/pytest

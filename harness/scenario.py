@@ -21,7 +21,7 @@ from harness.errors import ScenarioError, UserError
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 PROFILES = ("strict", "relaxed", "volatile")
-SERVICES = ("postgres", "redis", "temporal", "restate", "temporal-server")
+SERVICES = ("postgres", "redis", "temporal", "restate", "temporal-server", "kafka")
 
 
 def parse_duration(value: Any) -> float:

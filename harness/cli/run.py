@@ -131,7 +131,20 @@ def cmd_engines(args: argparse.Namespace) -> int:
     print(text_table(rows))
     if server_note:
         print(f"\ntemporal-server: {server_note}")
+    print(_kafka_line())
     return 0
+
+
+def _kafka_line() -> str:
+    """One line on the Kafka server (the exactly-once-events scenarios need it): runs here or why not."""
+    from harness.run import kafka
+
+    reason = kafka.unavailable_reason()
+    if reason is not None:
+        return f"kafka (server for event scenarios): no: {reason}"
+    where = "jars cached" if kafka.jars_cached() else "jars fetched from Maven Central at first use"
+    return (f"kafka (server for event scenarios): yes: Apache Kafka {kafka.KAFKA_VERSION}, "
+            f"Java {kafka.java_version()}, {where}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -143,7 +156,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             runner.validate(sc)
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
-        print(f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)")
+        line = f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)"
+        missing = runner.unavailable_services(sc)
+        print(line + (f"; cannot run here: {missing}" if missing else ""))
     return 0
 
 

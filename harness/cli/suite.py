@@ -85,7 +85,7 @@ def run_entry(sc: Scenario, entry: index.SuiteEntry, suite_dir: Path, fail_on: l
         run_dir = run_and_analyze(sc, suite_dir, progress=progress)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001  # the suite records any failure of one scenario and goes on
+    except Exception as exc:  # the suite records any failure of one scenario and goes on
         entry.elapsed_s = time.monotonic() - started
         entry.status, entry.message = index.FAILED, _one_line(str(exc) or type(exc).__name__)
         new = sorted(p for p in set(suite_dir.iterdir()) - before if p.is_dir())

