@@ -2,8 +2,8 @@
 link every scenario's run report and gather each scenario's answer table on one page.
 
 A pure function of the suite's entries and of the run directories they name. The answer table of
-a scenario is its use-case table when the run's analysis wrote one (``use_case`` in summary.json),
-else the run's headline table (one row per engine).
+a scenario is the run's headline table (one row per engine: verdict, throughput, latency
+percentiles, lost, duplicated and replayed steps, recovery), the table ``durabench run`` prints.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ class SuiteEntry:
 
 def answer_table(summary: dict[str, Any]) -> tuple[str, list[list[str]]]:
     """(title, rows) of the table that answers the scenario's question."""
-    use_case = summary.get("use_case")
-    if isinstance(use_case, dict) and use_case.get("rows"):
-        return str(use_case.get("title") or "Use case"), [[str(c) for c in row] for row in use_case["rows"]]
     return "Headline (per engine)", headline_rows(summary)
 
 
