@@ -231,9 +231,14 @@ class SloSpec(_Strict):
         return not any(v is not None for limits in (self.all, *self.engines.values()) for _, v in limits)
 
 
+USE_CASES = ("ai-agent", "data-pipeline", "business-process", "background-jobs")
+UseCase = Literal["ai-agent", "data-pipeline", "business-process", "background-jobs"]
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    usecase: UseCase | None = None  # which answer table and chart the report's "Use case" section draws
     engines: list[str] = Field(min_length=1)
     durability: Literal["strict", "relaxed", "volatile"] = "strict"
     seed: int = 1

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def make_plan(workload: Workload, settings: dict[str, Any]) -> Plan:
     from engines.temporal.workflow import Plan
 
-    return Plan(**plan_fields(workload, settings))
+    return Plan(**plan_fields(workload, settings), heartbeat_timeout_s=float(settings["activity_heartbeat_timeout_s"]))
 
 
 class TemporalEngine:
@@ -56,6 +56,10 @@ class TemporalEngine:
             "task_queue_prefix": "durabench",
             # workflow: timeouts and retries (engines.temporal_common, README: "Settings")
             **workflow_settings(workload),
+            # 0: no heartbeat timeout (the SDK's default); > 0: the activity heartbeats every third of it
+            # and a dead worker's activity is retried after this silence instead of start-to-close
+            # (Temporal docs, "Activity Heartbeats": for long-running activities). Regular activities only.
+            "activity_heartbeat_timeout_s": 0.0,
             # worker knobs: Python SDK defaults (temporalio/worker/_worker.py), see README
             "sticky_queue_schedule_to_start_timeout_s": 1.0,
             "max_cached_workflows": 1000,

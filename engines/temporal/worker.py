@@ -40,7 +40,14 @@ def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Wo
         info = activity.info()
         if info.workflow_id is None:
             raise RuntimeError("durabench_step runs only inside the durabench workflow")
-        return await runner.arun(info.workflow_id, index, info.attempt)
+        if not info.heartbeat_timeout:
+            return await runner.arun(info.workflow_id, index, info.attempt)
+        work = asyncio.ensure_future(runner.arun(info.workflow_id, index, info.attempt))
+        every_s = info.heartbeat_timeout.total_seconds() / 3
+        while not work.done():  # heartbeat while the step runs: the server notices a dead worker after the timeout
+            activity.heartbeat()
+            await asyncio.wait([work], timeout=every_s)
+        return work.result()
 
     kwargs: dict[str, Any] = {}
     if s["workflow_sandbox"]:

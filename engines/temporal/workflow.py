@@ -28,6 +28,7 @@ class Plan:
     retry_backoff_coefficient: float
     retry_maximum_interval_s: float
     retry_maximum_attempts: int
+    heartbeat_timeout_s: float = 0.0  # > 0: activities heartbeat and the server fails them after this silence
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -52,5 +53,6 @@ class DurabenchWorkflow:
                 payload = await workflow.execute_activity(
                     STEP_ACTIVITY, args=[step, payload], result_type=str,
                     start_to_close_timeout=timeout, retry_policy=retry,
+                    heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s) if plan.heartbeat_timeout_s else None,
                 )
         return payload

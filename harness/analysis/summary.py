@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ledger
-from harness.analysis import checker, cost, integration, locuststats, metrics
+from harness.analysis import checker, cost, integration, locuststats, metrics, reexecution
 from harness.contract import EngineRecord
 from harness.results import SCHEMA_VERSION, engine_dir, load_manifest, load_reconcile, write_json
 from harness.run.floors import floor_marker
@@ -84,6 +84,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "settings": info.get("settings", {}),
         "integration": integration.summarize(info),
     }
+    windows = [(r["ns"], ends[r["fault_id"]]["ns"] if r["fault_id"] in ends else r["ns"]) for r in starts]
+    summary["reexecution"] = reexecution.figures(trs, windows)  # work done twice; duplicates no fault explains
     summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary
 

@@ -129,7 +129,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     results.check_out_dir(out)
     label = args.name or (Path(args.scenarios[0]).resolve().name if len(args.scenarios) == 1 else "suite")
     suite_dir = results.new_run_dir(out, f"suite-{Path(label).stem}")
-    entries = [index.SuiteEntry(str(path), sc.name) for path, sc in zip(files, loaded, strict=True)]
+    entries = [index.SuiteEntry(str(path), sc.name, usecase=sc.usecase) for path, sc in zip(files, loaded, strict=True)]
     title = f"durabench suite: {label}"
     started_at = results.now_iso()
     codes: list[int] = []

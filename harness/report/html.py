@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
 from harness.errors import UserError
 from harness.report import markdown as report
+from harness.report import usecase
 from harness.report.tables import md_table, text_table
 from harness.results import check_out_dir
 
@@ -74,6 +75,8 @@ def not_drawn_reason(name: str) -> str:
         return "no fault was injected"
     if name == "database":
         return "no engine used the harness's PostgreSQL (no engines/<engine>/statements.json)"
+    if name == "use-case":
+        return "not a use-case scenario (no usecase key)"
     return "nothing to draw (no engine ran)"
 
 
@@ -247,6 +250,24 @@ def _context_block(runs: list[Run]) -> str:
     return "\n".join(f"<small>{line}</small>  " for line in plots.context_lines(runs, wrap=None)).rstrip()
 
 
+def usecase_section(runs: list[Run], charts: list[Chart], chart_base: str = CHART_DIR) -> list[str]:
+    """The "Use case" section (question, answer table per run, its chart) of a use-case scenario; else nothing."""
+    name = runs[0].scenario.get("usecase")
+    if name not in usecase.USE_CASES:
+        return []
+    uc = usecase.USE_CASES[name]
+    out = ["## Use case", "", f"**{name}**: {uc.question}", ""]
+    for run in runs:
+        if len(runs) > 1:
+            out += [f"Run `{run.run_id}`:", ""]
+        out += [md_table(usecase.table(name, run.summary)), ""]
+    out += [uc.reading, ""]
+    for chart in charts:
+        if chart.spec.name == "use-case" and chart.path is not None:
+            out += [f"![{chart.spec.title}]({chart_base}/{chart.path.name})", "", chart.spec.caption, ""]
+    return out
+
+
 def markdown(runs: list[Run], charts: list[Chart], chart_base: str = CHART_DIR) -> str:
     """The report as Markdown: context, verdicts, charts, headline table, then the detail tables."""
     first = runs[0]
@@ -259,13 +280,15 @@ def markdown(runs: list[Run], charts: list[Chart], chart_base: str = CHART_DIR) 
         if all("repetition" in r.manifest for r in runs):
             head += (" Repetitions of `durabench run --repeat N`, interleaved: repetition 1 of every engine, "
                      "then repetition 2 of every engine, and so on, so machine noise spreads evenly over the engines.")
-    out = [head, "", "## Verdicts", "", *verdict_lines(runs), "", "## Charts", ""]
+    out = [head, "", "## Verdicts", "", *verdict_lines(runs), ""]
+    out += usecase_section(runs, charts, chart_base)
+    out += ["## Charts", ""]
     for chart in charts:
-        if chart.path is None:
+        if chart.path is None or chart.spec.name == "use-case":
             continue
         out += [f"### {chart.spec.title}", "", f"![{chart.spec.title}]({chart_base}/{chart.path.name})", "",
                 chart.spec.caption, ""]
-    missing = [c for c in charts if c.path is None]
+    missing = [c for c in charts if c.path is None and c.spec.name != "use-case"]  # only use cases draw it
     if missing:
         out += ["Not drawn: " + "; ".join(f"{c.spec.title.lower()}: {c.reason}" for c in missing) + ".", ""]
     rows, how = headline_table(runs)

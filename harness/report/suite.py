@@ -2,8 +2,9 @@
 link every scenario's run report and gather each scenario's answer table on one page.
 
 A pure function of the suite's entries and of the run directories they name. The answer table of
-a scenario is the run's headline table (one row per engine: verdict, throughput, latency
-percentiles, lost, duplicated and replayed steps, recovery), the table ``durabench run`` prints.
+a scenario is its use-case table (harness/report/usecase.py) when it has a ``usecase`` key, else
+the run's headline table (one row per engine: verdict, throughput, latency percentiles, lost,
+duplicated and replayed steps, recovery), the table ``durabench run`` prints.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.report import usecase
 from harness.report.html import REPORT_HTML, REPORT_MD, to_html
 from harness.report.markdown import headline_rows
 from harness.report.tables import md_table
@@ -32,6 +34,7 @@ class SuiteEntry:
     message: str = ""  # why it failed, or the gates that failed
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None
+    usecase: str | None = None  # the scenario's usecase key
     elapsed_s: float | None = None
 
     @property
@@ -39,8 +42,11 @@ class SuiteEntry:
         return self.status == FAILED
 
 
-def answer_table(summary: dict[str, Any]) -> tuple[str, list[list[str]]]:
+def answer_table(usecase_name: str | None, summary: dict[str, Any]) -> tuple[str, list[list[str]]]:
     """(title, rows) of the table that answers the scenario's question."""
+    if usecase_name in usecase.USE_CASES:
+        return f"Use case {usecase_name}: {usecase.USE_CASES[usecase_name].question}", usecase.table(
+            usecase_name, summary)
     return "Headline (per engine)", headline_rows(summary)
 
 
@@ -77,7 +83,7 @@ def markdown(title: str, entries: list[SuiteEntry], suite_dir: Path, started_at:
         if e.summary is None:
             lines += [f"No results ({e.status}{': ' + e.message if e.message else ''}).", ""]
             continue
-        table_title, table = answer_table(e.summary)
+        table_title, table = answer_table(e.usecase, e.summary)
         lines += [f"{table_title}. Report: {_link(e, suite_dir, REPORT_HTML)}", "", md_table(table), ""]
     return "\n".join(lines)
 

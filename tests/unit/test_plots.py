@@ -130,8 +130,8 @@ def test_step_overhead_and_rates_draw_bars_per_engine(run: runs.Run) -> None:
 def test_every_figure_states_its_context(run: runs.Run) -> None:
     for spec in plots.CHARTS:
         fig = plots.figure(spec.name, run)
-        if spec.name in ("resources", "database"):
-            assert fig is None  # not measured in this run
+        if spec.name in ("resources", "database", "use-case"):
+            assert fig is None  # not measured in this run; not a use-case scenario (tests/unit/test_usecase.py)
             continue
         assert fig is not None, spec.name
         text = _texts(fig)
@@ -196,7 +196,8 @@ def test_report_is_self_contained_html_and_markdown(tmp_path: Path) -> None:
     md = md_path.read_text()
     html = html_path.read_text()
     charts = sorted(p.name for p in (run_dir / "charts").glob("*.png"))
-    assert charts == sorted(f"{s.name}.png" for s in plots.CHARTS if s.name not in ("resources", "database"))
+    assert charts == sorted(f"{s.name}.png" for s in plots.CHARTS
+                            if s.name not in ("resources", "database", "use-case"))
     for name in charts:
         assert f"](charts/{name})" in md
     assert md.index("## Charts") < md.index("## Headline")

@@ -32,6 +32,7 @@ from harness.report.plots import (
     resources,
     spectrum,
     throughput,
+    usecase,
 )
 from harness.report.plots.common import (
     LIMITS_SHORT,
@@ -68,6 +69,10 @@ class ChartSpec:
 
 
 CHARTS: tuple[ChartSpec, ...] = (
+    ChartSpec("use-case", "Use case",
+              "The figures that answer the use-case scenario's question (the answer table above), one panel each, "
+              "a bar per engine (median of the runs, whiskers min-max); drawn only for a scenario with a usecase key.",
+              usecase.build),
     ChartSpec("throughput", "Throughput over time",
               "Completed workflows per second (by durable completion time) for each engine, with the offered rate "
               "(dashed), the warmup (hatched) and every fault window shaded from the fault to its heal.",

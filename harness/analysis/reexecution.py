@@ -1,0 +1,57 @@
+"""What re-execution cost: the work done twice, and duplicates no fault explains.
+
+A pure function of one engine's traces (from the ledger) and its fault windows. For every
+(workflow, step) that started more than once, the execution kept is the first that ended; every
+other execution is waste:
+
+- one that ended (a redelivery that ran to the end beside, or after, the kept one): all its time;
+- one that never ended (its worker was killed): from its start to the first fault that began
+  after it started (the kill), else to the next start of the same step (an upper bound).
+
+A duplicate **without a fault** is a (workflow, step) whose second execution started with no fault
+beginning between the first execution's start and the second's: the engine re-ran work on its
+own, e.g. a broker's visibility timeout or an activity timeout shorter than the step, redelivering
+a step that was still running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.analysis.checker import Execution, WorkflowTrace
+
+
+def _lost_ns(ex: Execution, later_start_ns: int | None, fault_starts: list[int]) -> int | None:
+    if ex.end_ns is not None:
+        return ex.end_ns - ex.start_ns
+    after = [f for f in fault_starts if f >= ex.start_ns]
+    bounds = [b for b in (min(after, default=None), later_start_ns) if b is not None]
+    return (min(bounds) - ex.start_ns) if bounds else None
+
+
+def figures(trs: dict[str, WorkflowTrace], fault_windows: list[tuple[int, int]]) -> dict[str, Any]:
+    """``work_lost_s``, ``wasted_executions``, ``duplicates_without_fault`` and its ids (``wf#step``)."""
+    fault_starts = sorted(start for start, _ in fault_windows)
+    lost_ns = 0
+    wasted = 0
+    no_fault: list[str] = []
+    for wf, tr in sorted(trs.items()):
+        for step, execs in sorted(tr.steps.items()):
+            if len(execs) < 2:
+                continue
+            ordered = sorted(execs, key=lambda e: e.start_ns)
+            ended = [e for e in ordered if e.end_ns is not None]
+            kept = min(ended, key=lambda e: e.end_ns or 0) if ended else None
+            for i, ex in enumerate(ordered):
+                if ex is kept:
+                    continue
+                later = ordered[i + 1].start_ns if i + 1 < len(ordered) else None
+                ns = _lost_ns(ex, later, fault_starts)
+                if ns is not None:
+                    lost_ns += ns
+                    wasted += 1
+            first, second = ordered[0].start_ns, ordered[1].start_ns
+            if not any(first <= f <= second for f in fault_starts):
+                no_fault.append(f"{wf}#{step}")
+    return {"work_lost_s": round(lost_ns / 1e9, 3), "wasted_executions": wasted,
+            "duplicates_without_fault": len(no_fault), "duplicates_without_fault_ids": no_fault}

@@ -1,0 +1,93 @@
+"""Use cases: re-execution figures on synthetic histories, the answer tables, the report's "Use
+case" section with its chart, and the suite index's answer table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import results
+from harness.analysis import checker, reexecution
+from harness.analysis import summary as analysis_summary
+from harness.analysis.runs import load_run
+from harness.report import html, usecase
+from harness.report import suite as index
+from tests.unit import runbuilder
+from tests.unit.history import MS, T0, History
+
+
+def _traces(h: History) -> dict[str, checker.WorkflowTrace]:
+    return checker.traces(h.sorted())
+
+
+def test_a_killed_job_loses_its_time_until_the_kill() -> None:
+    h = History()
+    h.submit("wf", 0)
+    h.step("wf", 0, 1_000, None, worker=0, pid=100)  # killed at 25 s, mid-job
+    h.step("wf", 0, 27_000, 87_000, worker=0, pid=102)
+    figs = reexecution.figures(_traces(h), [(T0 + 25_000 * MS, T0 + 26_000 * MS)])
+    assert figs["work_lost_s"] == 24.0 and figs["wasted_executions"] == 1
+    assert figs["duplicates_without_fault"] == 0
+
+
+def test_a_redelivery_without_a_fault_is_counted_with_all_its_time() -> None:
+    h = History()
+    h.submit("wf", 0)
+    h.step("wf", 0, 0, 60_000, worker=0, pid=100)  # ran to the end...
+    h.step("wf", 0, 30_000, 90_000, worker=1, pid=101)  # ...while a visibility timeout redelivered it
+    h.submit("ok", 0)
+    h.step("ok", 0, 0, 60_000, worker=1, pid=101)
+    figs = reexecution.figures(_traces(h), [])
+    assert figs["duplicates_without_fault"] == 1 and figs["duplicates_without_fault_ids"] == ["wf#0"]
+    assert figs["work_lost_s"] == 60.0  # the second execution, not kept: all of it
+
+
+def test_a_timed_out_job_retried_forever_counts_every_attempt() -> None:
+    h = History()
+    h.submit("wf", 0)
+    for i in range(3):  # start-to-close 30 s < the job: attempts abandoned by the server, never ending
+        h.step("wf", 0, i * 31_000, None, worker=0, pid=100 + i)
+    figs = reexecution.figures(_traces(h), [])
+    assert figs["duplicates_without_fault"] == 1
+    assert figs["wasted_executions"] == 2 and figs["work_lost_s"] == 62.0  # the last has no bound yet
+
+
+def test_answer_tables_read_the_summary(tmp_path: Path) -> None:
+    run_dir = runbuilder.make_run(tmp_path, engines=("alpha",))
+    summary = results.load_summary(run_dir)
+    e = summary["engines"]["alpha"]
+    # the synthetic run: one workflow in flight on worker:0 at the kill re-runs its step 1.1 s later
+    assert e["reexecution"]["duplicates_without_fault"] == 0 and e["reexecution"]["wasted_executions"] == 1
+    assert 0.1 < e["reexecution"]["work_lost_s"] < 0.3
+    rows = usecase.table("background-jobs", summary)
+    assert rows[0][:4] == ["engine", "completed %", "dup without fault", "dup steps"]
+    assert rows[1][0] == "alpha" and rows[1][2] == "0" and rows[1][3] == "1"
+    e["program"] = {"calls": {"retry_amplification": 1.5, "wasted_calls": 7}}
+    e["acknowledged"] = 700
+    agent = usecase.table("ai-agent", summary)
+    assert agent[1][agent[0].index("retry amplification")] == "1.50"
+    assert agent[1][agent[0].index("wasted calls /1000 wf")] == "10.0"
+    summary["engines"]["broken"] = {"status": "error", "error": "did not start"}
+    assert usecase.table("data-pipeline", summary)[-1][:2] == ["broken", "ERROR"]
+    assert usecase.table("data-pipeline", summary)[1][usecase.USE_CASES["data-pipeline"].columns.index(
+        usecase.LOST) + 1] == str(e["lost"])
+
+
+def test_the_report_has_a_use_case_section_with_its_chart(tmp_path: Path) -> None:
+    run_dir = runbuilder.make_run(tmp_path, engines=("alpha", "beta"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["scenario"]["usecase"] = "background-jobs"
+    results.write_json(run_dir / "manifest.json", manifest)
+    summary = analysis_summary.analyze(run_dir)
+    html.write_run(run_dir, manifest, summary)
+    md = (run_dir / "report.md").read_text()
+    section = md.split("## Use case", 1)[1].split("\n## ", 1)[0]
+    assert "Jobs of minutes" in section and "| alpha |" in section and "| beta |" in section
+    assert "![Use case](charts/use-case.png)" in section and (run_dir / "charts" / "use-case.png").is_file()
+    title, table = index.answer_table("background-jobs", summary)
+    assert title.startswith("Use case background-jobs") and table == usecase.table("background-jobs", summary)
+    plain = runbuilder.make_run(tmp_path, run_id="20260101T000001Z-plain", engines=("alpha",))
+    run = load_run(plain)
+    html.write_run(plain, run.manifest, run.summary)
+    assert "## Use case" not in (plain / "report.md").read_text()
+    assert not (plain / "charts" / "use-case.png").exists()
