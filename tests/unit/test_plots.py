@@ -258,3 +258,13 @@ def test_database_chart_stacks_wal_by_category_and_transactions_by_database(tmp_
     steps = run.engines["alpha"].steps
     assert heights == sorted([round(40_000 / completed / steps), round(90_000 / completed / steps)])
     assert [t.get_text() for t in wal_ax.get_xticklabels()] == ["alpha"]  # beta has no statements
+
+
+def test_latency_over_time_of_an_engine_that_completed_nothing(run: runs.Run, tmp_path: Path) -> None:
+    """A job longer than its timeout never completes: the log axis must still draw (it raised before)."""
+    er = run.engines["alpha"]
+    er.workflows["e2e_ms"] = float("nan")
+    fig = plots.figure("latency-over-time", run)
+    assert fig is not None
+    fig.savefig(tmp_path / "chart.png")  # drawing is where an empty log axis fails
+    assert "no workflow completed" in _texts(fig)

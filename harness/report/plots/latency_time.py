@@ -52,6 +52,10 @@ def latency_over_time(ax: Axes, runs: RunsArg, engine: str) -> Axes:
                        marker="x", color=FAULT_COLOR, s=18, label=f"never completed ({n_lost})" if first_lost else None)
     shade_warmup(ax, ers[0].manifest["scenario"])
     shade_faults(ax, [f for er in ers for f in er.faults])
+    if not any(er.workflows["e2e_ms"].notna().any() for er in ers):  # a log axis needs a positive range
+        ax.set_ylim(1, 1000)
+        ax.text(0.5, 0.5, "no workflow completed", transform=ax.transAxes, ha="center", va="center", fontsize=10,
+                color="#555555")
     ax.set_yscale("log")
     log_ms_axis(ax.yaxis)
     ax.set_ylabel("e2e latency (ms, log)")
