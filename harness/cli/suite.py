@@ -84,6 +84,7 @@ def run_entry(sc: Scenario, entry: index.SuiteEntry, suite_dir: Path, fail_on: l
     try:
         run_dir = run_and_analyze(sc, suite_dir, progress=progress)
     except KeyboardInterrupt:
+        entry.status, entry.elapsed_s = index.INTERRUPTED, time.monotonic() - started
         raise
     except Exception as exc:  # the suite records any failure of one scenario and goes on
         entry.elapsed_s = time.monotonic() - started

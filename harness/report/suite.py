@@ -21,7 +21,7 @@ from harness.report.tables import md_table
 INDEX_MD = "index.md"
 INDEX_HTML = "index.html"
 
-OK, FAILED, NOT_RUN = "ok", "failed", "not run"
+OK, FAILED, NOT_RUN, INTERRUPTED = "ok", "failed", "not run", "interrupted"
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SuiteEntry:
 
     path: str  # the scenario file as given
     name: str  # the scenario's name
-    status: str = NOT_RUN  # OK, FAILED or NOT_RUN (the suite was interrupted before it)
+    status: str = NOT_RUN  # OK, FAILED, INTERRUPTED (while it ran) or NOT_RUN (the suite was interrupted before it)
     message: str = ""  # why it failed, or the gates that failed
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None
@@ -61,7 +61,7 @@ def _link(entry: SuiteEntry, suite_dir: Path, report: str) -> str:
 
 
 def markdown(title: str, entries: list[SuiteEntry], suite_dir: Path, started_at: str) -> str:
-    done = sum(1 for e in entries if e.status != NOT_RUN)
+    done = sum(1 for e in entries if e.status in (OK, FAILED))
     failed = [e for e in entries if e.failed]
     lines = [f"# {title}", "",
              f"Started {started_at}; {done} of {len(entries)} scenarios run, {len(failed)} failed. "
