@@ -51,9 +51,6 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
-    missing = unavailable_services(scenario)
-    if missing:
-        raise UserError(f"scenario {scenario.name!r} cannot run here: {missing}")
     procs.reap_leftovers()
     group = out if repeat == 1 else results.new_run_dir(out, f"{scenario.name}-x{repeat}")
     run_dirs = []
@@ -96,17 +93,6 @@ def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
         "machine": results.machine_facts(),
         "engines": {},
     }
-
-
-def unavailable_services(scenario: Scenario) -> str | None:
-    """Why a server the scenario's engines need cannot run on this machine (one line), or None.
-    Only Kafka has prerequisites beyond the wheels (Java 17+, and mvn for the first fetch)."""
-    needed = {svc for name in scenario.engines for svc in registry.load(name).services}
-    if "kafka" in needed:
-        from harness.run import kafka
-
-        return kafka.unavailable_reason()
-    return None
 
 
 def validate(scenario: Scenario) -> dict[str, Engine]:
