@@ -9,9 +9,10 @@ other execution is waste:
   after it started (the kill), else to the next start of the same step (an upper bound).
 
 A duplicate **without a fault** is a (workflow, step) whose second execution started with no fault
-beginning between the first execution's start and the second's: the engine re-ran work on its
-own, e.g. a broker's visibility timeout or an activity timeout shorter than the step, redelivering
-a step that was still running.
+hitting the first one in between: no fault began between the two starts that targeted the first
+execution's worker (worker faults) or every worker (store and network faults). The engine re-ran
+work on its own, e.g. a broker's visibility timeout or an activity timeout shorter than the step
+redelivering a step that was still running.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def _lost_ns(ex: Execution, later_start_ns: int | None, fault_starts: list[int])
     return (min(bounds) - ex.start_ns) if bounds else None
 
 
-def figures(trs: dict[str, WorkflowTrace], fault_windows: list[tuple[int, int]]) -> dict[str, Any]:
+Fault = tuple[int, tuple[str, ...]]  # start ns, targeted workers (empty: every worker, a store or network fault)
+
+
+def figures(trs: dict[str, WorkflowTrace], faults: list[Fault]) -> dict[str, Any]:
     """``work_lost_s``, ``wasted_executions``, ``duplicates_without_fault`` and its ids (``wf#step``)."""
-    fault_starts = sorted(start for start, _ in fault_windows)
+    fault_starts = sorted(start for start, _ in faults)
     lost_ns = 0
     wasted = 0
     no_fault: list[str] = []
@@ -50,8 +54,9 @@ def figures(trs: dict[str, WorkflowTrace], fault_windows: list[tuple[int, int]])
                 if ns is not None:
                     lost_ns += ns
                     wasted += 1
-            first, second = ordered[0].start_ns, ordered[1].start_ns
-            if not any(first <= f <= second for f in fault_starts):
+            first, second = ordered[0], ordered[1].start_ns
+            if not any(first.start_ns <= start <= second and (not workers or first.src in workers)
+                       for start, workers in faults):
                 no_fault.append(f"{wf}#{step}")
     return {"work_lost_s": round(lost_ns / 1e9, 3), "wasted_executions": wasted,
             "duplicates_without_fault": len(no_fault), "duplicates_without_fault_ids": no_fault}

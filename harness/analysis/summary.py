@@ -84,8 +84,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "settings": info.get("settings", {}),
         "integration": integration.summarize(info),
     }
-    windows = [(r["ns"], ends[r["fault_id"]]["ns"] if r["fault_id"] in ends else r["ns"]) for r in starts]
-    summary["reexecution"] = reexecution.figures(trs, windows)  # work done twice; duplicates no fault explains
+    hits = [(r["ns"], tuple(r.get("workers") or ())) for r in starts]
+    summary["reexecution"] = reexecution.figures(trs, hits)  # work done twice; duplicates no fault explains
     summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary
 

@@ -134,10 +134,10 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
          Column("dup steps", _path("duplicated_steps"), 0),
          Column("work lost s", _path("reexecution", "work_lost_s"), 0, chart=True),
          Column("resume after kill s", _resume_s, 1, chart=True), LOST),
-        "Dup without fault: jobs that started a second time with no fault between the two starts (a visibility "
-        "or activity timeout shorter than the job redelivered it while it ran). Work lost: worker-seconds of "
-        "executions that were not the one kept (harness/analysis/reexecution.py). Resume after kill: the "
-        "longest delay from a kill to the next start of a job it interrupted.",
+        "Dup without fault: jobs that started a second time with no fault hitting the first run in between "
+        "(a visibility or activity timeout shorter than the job redelivered it while it ran). Work lost: "
+        "worker-seconds of executions that were not the one kept (harness/analysis/reexecution.py). "
+        "Resume after kill: the longest delay from a kill to the next start of a job it interrupted.",
     ),
 )}
 

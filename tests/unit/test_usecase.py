@@ -25,7 +25,7 @@ def test_a_killed_job_loses_its_time_until_the_kill() -> None:
     h.submit("wf", 0)
     h.step("wf", 0, 1_000, None, worker=0, pid=100)  # killed at 25 s, mid-job
     h.step("wf", 0, 27_000, 87_000, worker=0, pid=102)
-    figs = reexecution.figures(_traces(h), [(T0 + 25_000 * MS, T0 + 26_000 * MS)])
+    figs = reexecution.figures(_traces(h), [(T0 + 25_000 * MS, ("worker:0",))])
     assert figs["work_lost_s"] == 24.0 and figs["wasted_executions"] == 1
     assert figs["duplicates_without_fault"] == 0
 
@@ -40,6 +40,17 @@ def test_a_redelivery_without_a_fault_is_counted_with_all_its_time() -> None:
     figs = reexecution.figures(_traces(h), [])
     assert figs["duplicates_without_fault"] == 1 and figs["duplicates_without_fault_ids"] == ["wf#0"]
     assert figs["work_lost_s"] == 60.0  # the second execution, not kept: all of it
+
+
+def test_a_timeout_on_a_worker_the_kill_missed_is_a_duplicate_without_fault() -> None:
+    h = History()
+    h.submit("wf", 0)
+    h.step("wf", 0, 0, None, worker=1, pid=101)  # on worker:1: the kill of worker:0 at 25 s does not touch it
+    h.step("wf", 0, 31_000, None, worker=1, pid=101)  # the start-to-close timeout retried it
+    kill = [(T0 + 25_000 * MS, ("worker:0",))]
+    assert reexecution.figures(_traces(h), kill)["duplicates_without_fault"] == 1
+    store = [(T0 + 25_000 * MS, ())]  # a store restart hits every worker
+    assert reexecution.figures(_traces(h), store)["duplicates_without_fault"] == 0
 
 
 def test_a_timed_out_job_retried_forever_counts_every_attempt() -> None:
