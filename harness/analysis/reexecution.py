@@ -5,8 +5,9 @@ A pure function of one engine's traces (from the ledger) and its fault windows. 
 other execution is waste:
 
 - one that ended (a redelivery that ran to the end beside, or after, the kept one): all its time;
-- one that never ended (its worker was killed): from its start to the first fault that began
-  after it started (the kill), else to the next start of the same step (an upper bound).
+- one that never ended (its worker was killed, or the run ended while it ran): from its start to
+  the first fault that began after it started (the kill), else to the next start of the same step,
+  else to the end of the history (upper bounds).
 
 A duplicate **without a fault** is a (workflow, step) whose second execution started with no fault
 hitting the first one in between: no fault began between the two starts that targeted the first
@@ -22,19 +23,21 @@ from typing import Any
 from harness.analysis.checker import Execution, WorkflowTrace
 
 
-def _lost_ns(ex: Execution, later_start_ns: int | None, fault_starts: list[int]) -> int | None:
+def _lost_ns(ex: Execution, later_start_ns: int | None, fault_starts: list[int], end_ns: int | None) -> int | None:
     if ex.end_ns is not None:
         return ex.end_ns - ex.start_ns
     after = [f for f in fault_starts if f >= ex.start_ns]
-    bounds = [b for b in (min(after, default=None), later_start_ns) if b is not None]
+    bounds = [b for b in (min(after, default=None), later_start_ns) if b is not None] or (
+        [end_ns] if end_ns is not None else [])
     return (min(bounds) - ex.start_ns) if bounds else None
 
 
 Fault = tuple[int, tuple[str, ...]]  # start ns, targeted workers (empty: every worker, a store or network fault)
 
 
-def figures(trs: dict[str, WorkflowTrace], faults: list[Fault]) -> dict[str, Any]:
-    """``work_lost_s``, ``wasted_executions``, ``duplicates_without_fault`` and its ids (``wf#step``)."""
+def figures(trs: dict[str, WorkflowTrace], faults: list[Fault], end_ns: int | None = None) -> dict[str, Any]:
+    """``work_lost_s``, ``wasted_executions``, ``duplicates_without_fault`` and its ids (``wf#step``);
+    ``end_ns``: the end of the history (bounds an execution cut off by the end of the run)."""
     fault_starts = sorted(start for start, _ in faults)
     lost_ns = 0
     wasted = 0
@@ -50,7 +53,7 @@ def figures(trs: dict[str, WorkflowTrace], faults: list[Fault]) -> dict[str, Any
                 if ex is kept:
                     continue
                 later = ordered[i + 1].start_ns if i + 1 < len(ordered) else None
-                ns = _lost_ns(ex, later, fault_starts)
+                ns = _lost_ns(ex, later, fault_starts, end_ns)
                 if ns is not None:
                     lost_ns += ns
                     wasted += 1

@@ -85,7 +85,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "integration": integration.summarize(info),
     }
     hits = [(r["ns"], tuple(r.get("workers") or ())) for r in starts]
-    summary["reexecution"] = reexecution.figures(trs, hits)  # work done twice; duplicates no fault explains
+    # work done twice, and duplicates no fault explains
+    summary["reexecution"] = reexecution.figures(trs, hits, max(r["ns"] for r in events))
     summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary
 

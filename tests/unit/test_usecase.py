@@ -60,7 +60,10 @@ def test_a_timed_out_job_retried_forever_counts_every_attempt() -> None:
         h.step("wf", 0, i * 31_000, None, worker=0, pid=100 + i)
     figs = reexecution.figures(_traces(h), [])
     assert figs["duplicates_without_fault"] == 1
-    assert figs["wasted_executions"] == 2 and figs["work_lost_s"] == 62.0  # the last has no bound yet
+    assert figs["wasted_executions"] == 2 and figs["work_lost_s"] == 62.0  # the last has no bound
+    h.add("load_end", 100_000)
+    bounded = reexecution.figures(_traces(h), [], T0 + 100_000 * MS)  # ...but the end of the run
+    assert bounded["wasted_executions"] == 3 and bounded["work_lost_s"] == 100.0
 
 
 def test_answer_tables_read_the_summary(tmp_path: Path) -> None:
