@@ -84,7 +84,8 @@ def markdown(title: str, entries: list[SuiteEntry], suite_dir: Path, started_at:
             lines += [f"No results ({e.status}{': ' + e.message if e.message else ''}).", ""]
             continue
         table_title, table = answer_table(e.usecase, e.summary)
-        lines += [f"{table_title}. Report: {_link(e, suite_dir, REPORT_HTML)}", "", md_table(table), ""]
+        end = "" if table_title.endswith(("?", ".")) else "."
+        lines += [f"{table_title}{end} Report: {_link(e, suite_dir, REPORT_HTML)}", "", md_table(table), ""]
     return "\n".join(lines)
 
 
