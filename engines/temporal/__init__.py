@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 def make_plan(workload: Workload, settings: dict[str, Any]) -> Plan:
     from engines.temporal.workflow import Plan
 
-    return Plan(**plan_fields(workload, settings), heartbeat_timeout_s=float(settings["activity_heartbeat_timeout_s"]))
+    return Plan(**plan_fields(workload, settings),
+                heartbeat_timeout_s=float(settings.get("activity_heartbeat_timeout_s", 0.0)))
 
 
 class TemporalEngine:
@@ -59,7 +60,8 @@ class TemporalEngine:
             # 0: no heartbeat timeout (the SDK's default); > 0: the activity heartbeats every third of it
             # and a dead worker's activity is retried after this silence instead of start-to-close
             # (Temporal docs, "Activity Heartbeats": for long-running activities). Regular activities only.
-            "activity_heartbeat_timeout_s": 0.0,
+            # (local activities never heartbeat to the server: the local variants refuse the setting)
+            **({} if self.local_activities else {"activity_heartbeat_timeout_s": 0.0}),
             # worker knobs: Python SDK defaults (temporalio/worker/_worker.py), see README
             "sticky_queue_schedule_to_start_timeout_s": 1.0,
             "max_cached_workflows": 1000,

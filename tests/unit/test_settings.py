@@ -34,3 +34,11 @@ def test_optional_settings_are_valid_names_too() -> None:
 
     assert setting_keys(WithOptional(), WORKLOAD, 2) == ["durable", "trace_file"]
     registry.check_settings(WithOptional(), {"trace_file": "x"}, WORKLOAD, 2, "engine_settings.memory")
+
+
+def test_activity_heartbeats_are_a_setting_of_temporal_only() -> None:
+    """Local activities never heartbeat to the server: temporal-local refuses the setting instead of ignoring it."""
+    workload = Workload(1, 60.0, 16)
+    registry.check_settings(registry.load("temporal"), {"activity_heartbeat_timeout_s": 5}, workload, 2, "t")
+    with pytest.raises(UserError, match="has no setting 'activity_heartbeat_timeout_s'"):
+        registry.check_settings(registry.load("temporal-local"), {"activity_heartbeat_timeout_s": 5}, workload, 2, "t")
