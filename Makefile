@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # engines shipped as their own distributions (docs/engines.md), installed after the main package
 PLUGINS := plugins/durabench-absurd
 
-.PHONY: quick test lint install clean-venv temporal-server usecases
+.PHONY: quick test lint install image clean-venv temporal-server usecases
 
 quick: $(VENV)/.installed
 	$(BIN)/durabench run scenarios/quick.yaml
@@ -24,6 +24,10 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 install: $(VENV)/.installed
+
+# the runtime image of deploy: containers (needs a Docker daemon; cached by content, so a no-op when built)
+image: $(VENV)/.installed
+	$(BIN)/durabench image build
 
 $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "durabench needs Python 3.11 or newer")'

@@ -67,6 +67,14 @@ class _Registry:
             self._reaper.stdin.flush()
             self._sync()
 
+    def add_docker_owner(self) -> None:
+        """Tell the reaper to remove this process's containers (harness/dockerhost.py) when it dies."""
+        with self._lock:
+            self._ensure_reaper()
+            assert self._reaper is not None and self._reaper.stdin is not None
+            self._reaper.stdin.write(f"D{os.getpid()}\n".encode())
+            self._reaper.stdin.flush()
+
     def remove(self, pgid: int) -> None:
         with self._lock:
             self._groups.pop(pgid, None)
@@ -132,7 +140,11 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = sign
 
 
 def reap_leftovers() -> list[int]:
-    """Kill process groups recorded by harness processes that are no longer alive."""
+    """Kill process groups recorded by harness processes that are no longer alive, and remove the
+    containers and networks of those processes (harness/dockerhost.py)."""
+    from harness import dockerhost
+
+    dockerhost.remove_leftovers()
     killed: list[int] = []
     if not STATE_DIR.is_dir():
         return killed

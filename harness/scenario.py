@@ -179,6 +179,11 @@ class FaultSpec(_Strict):
     jitter: Duration = 0.0  # latency fault: uniform +- jitter
 
     @property
+    def container_target(self) -> bool:
+        """A partition of a worker or service container (deploy: containers), not of a proxied link."""
+        return self.kind == "partition" and self.resolved_target.startswith(("worker:", "service:"))
+
+    @property
     def resolved_target(self) -> str:
         if self.target is not None:
             return self.target
@@ -241,6 +246,7 @@ class Scenario(_Strict):
     usecase: UseCase | None = None  # which answer table and chart the report's "Use case" section draws
     engines: list[str] = Field(min_length=1)
     durability: Literal["strict", "relaxed", "volatile"] = "strict"
+    deploy: Literal["processes", "containers"] = "processes"
     seed: int = 1
     workload: WorkloadSpec = WorkloadSpec()
     load: LoadSpec = LoadSpec()
@@ -277,8 +283,21 @@ class Scenario(_Strict):
                     f"cannot {fault.kind.removesuffix('-worker')} them", target)
             if fault.kind in STORE_FAULTS and not _service_target(target, "service:"):
                 raise _FieldError(f"faults.{i}.target", f"service:store or service:<{'|'.join(SERVICES)}>", target)
-            if fault.kind in LINK_FAULTS and not _service_target(target, "link:"):
-                raise _FieldError(f"faults.{i}.target", f"link:store or link:<{'|'.join(SERVICES)}>", target)
+            if fault.container_target:
+                if self.deploy != "containers":
+                    raise _FieldError(f"faults.{i}.target", "link:store or link:<service> (a partition of a worker "
+                                      "or service container needs deploy: containers)", target)
+                if not (_service_target(target, "service:") or fault_targets(target, self.workers.count)):
+                    known = f"worker:0..{self.workers.count - 1}, worker:all, service:store"
+                    raise _FieldError(f"faults.{i}.target", f"a known target for a container partition ({known})",
+                                      target)
+            elif fault.kind in LINK_FAULTS:
+                if not _service_target(target, "link:"):
+                    raise _FieldError(f"faults.{i}.target", f"link:store or link:<{'|'.join(SERVICES)}>", target)
+                if self.deploy == "containers":
+                    raise _FieldError(f"faults.{i}.target", "a worker:N or service:store partition under deploy: "
+                                      f"containers ({fault.kind} on a link needs durabench's TCP proxy: "
+                                      "deploy: processes)", target)
             if fault.at >= end:
                 raise _FieldError(f"faults.{i}.at", f"a time before the load ends ({end:g}s)", fault.at)
             if fault.kind in NEEDS_DURATION:
@@ -344,7 +363,7 @@ class Scenario(_Strict):
 
     @property
     def needs_proxy(self) -> bool:
-        return any(f.kind in LINK_FAULTS for f in self.faults)
+        return any(f.kind in LINK_FAULTS and not f.container_target for f in self.faults)
 
     @property
     def total_load_s(self) -> float:
@@ -424,8 +443,8 @@ def parse(data: Any, source: str, overrides: dict[str, Any] | None = None) -> Sc
         applied[key] = value
         if key == "engines":
             doc["engines"] = value
-        elif key == "durability":
-            doc["durability"] = value
+        elif key in ("durability", "deploy"):
+            doc[key] = value
         elif key in ("duration", "rate", "generator"):
             doc["load"] = {**doc.get("load", {}), key: value}
         elif key == "workers":

@@ -8,6 +8,7 @@ Every start and exit is recorded in the history (``worker_start`` / ``worker_exi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -104,6 +105,19 @@ class Supervisor:
             return None
         procs.kill_group(proc)
         return proc.pid
+
+    def pause(self, index: int) -> int | None:
+        """SIGSTOP worker ``index``'s process group (a gray failure). Returns its pid."""
+        proc = self.slots[index].proc
+        if proc is None or proc.poll() is not None:
+            return None
+        procs.kill_group(proc, signal.SIGSTOP)
+        return proc.pid
+
+    def resume(self, index: int) -> None:
+        proc = self.slots[index].proc
+        if proc is not None:
+            procs.kill_group(proc, signal.SIGCONT)
 
     def stop(self) -> None:
         self.stopping.set()

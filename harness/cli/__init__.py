@@ -2,6 +2,7 @@
 
     durabench run SCENARIO [--engines a,b] [--out DIR] [--duration 20s] [--rate N] [--workers K]
                            [--durability strict|relaxed|volatile] [--generator pacer|locust] [--locust-ui]
+                           [--deploy processes|containers]
                            [--quiet] [--repeat N] [--fail-on violations,slo] [--junit FILE]
     durabench engines [--cost [--scenario FILE] [--idle 2s]]
     durabench check SCENARIO...
@@ -14,6 +15,8 @@
     durabench worker --config WORKER.json --collector URL [--spool DIR]
     durabench collect --dir HISTORY_DIR [--host 127.0.0.1] [--port 0]
     durabench suite DIR_OR_FILE... [--engines a,b] [--out DIR] [--name NAME] [--fail-on violations,slo]
+    durabench image build [--base IMAGE] [--force]
+    durabench serve postgres|redis|temporal [--durability D] [--set KEY=VALUE]   (inside a container)
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
                                 [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 
@@ -29,7 +32,7 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import run, saturate, suite
+from harness.cli import containers, run, saturate, suite
 from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
 from harness.errors import RunInterrupted, UserError
 from harness.report import compare
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, metavar="N",
                    help="run every engine N times, interleaved (A B A B ...); the report shows medians with min-max")
     _gate_flags(p)
+    p.add_argument("--deploy", choices=["processes", "containers"],
+                   help="servers and workers as child processes (default) or as containers (docs/scenarios.md)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("engines", help="list installed engine adapters and what each needs")
     p.add_argument("--cost", action="store_true",
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register_ls(sub)
     saturate.register(sub)
     suite.register(sub, EXIT_CODES_HELP)
+    containers.register(sub, _Parser)
     return parser
 
 

@@ -41,7 +41,8 @@ def scenario_overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.engines is not None and not engines:
         raise UserError("--engines is empty; give a comma-separated list such as dbos,temporal")
     return {"engines": engines, "duration": args.duration, "rate": args.rate, "workers": args.workers,
-            "durability": args.durability, "generator": getattr(args, "generator", None)}
+            "durability": args.durability, "generator": getattr(args, "generator", None),
+            "deploy": getattr(args, "deploy", None)}
 
 
 def _repeat(value: int | None) -> int:

@@ -4,14 +4,21 @@ Every fault instance writes ``fault_start`` when injected and ``fault_end`` when
 ``fault_id`` (``f0``, ``f1`` ... in scenario order; ``f0.1``, ``f0.2`` ... for repetitions), its
 kind and its target. Kinds (docs/faults.md):
 
-``kill-worker``        SIGKILL of each targeted worker's process group; healed when the supervisor
-                       restarted it and it signalled ``ready`` again
-``pause-worker``       SIGSTOP of the group for ``duration``, then SIGCONT (a gray failure)
+``kill-worker``        SIGKILL of each targeted worker's process group (deploy: containers: of its
+                       container, through the Docker API); healed when the supervisor restarted it and
+                       it signalled ``ready`` again
+``pause-worker``       SIGSTOP of the group for ``duration``, then SIGCONT (a gray failure); containers:
+                       the cgroup freezer (``pause`` / ``unpause``)
 ``restart-store``      SIGKILL (or, with ``clean``, SIGTERM) of the engine's store server, restart
-                       on the same port and data directory; healed when it accepts connections
+                       on the same port and data directory; healed when it accepts connections;
+                       containers: ``kill`` (or ``stop``) and ``start`` of the store's container
 ``latency``            adds ``latency`` +- ``jitter`` per chunk on the store link for ``duration``
-``partition``          stops all traffic on the store link for ``duration``
+``partition``          stops all traffic on the store link for ``duration``; containers (target
+                       ``worker:N`` / ``worker:all`` / ``service:store``): disconnects the containers
+                       from the stack's network (a real partition), reconnects them on heal
 ``reset-connections``  resets every open connection on the store link (instantaneous)
+
+Faults through the Docker API record ``api_ms``, the time the daemon took to carry out the call.
 
 When the load ends, every fault still active is healed before the drain (``final_heal``).
 """
@@ -19,14 +26,13 @@ When the load ends, every fault still active is healed before the drain (``final
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness import procs
 from harness.errors import UserError
 from harness.ledger import Ledger
+from harness.run.containers import ContainerSupervisor, Stack
 from harness.run.driver import POLL_S, LiveView
 from harness.run.proxy import Proxy
 from harness.run.services import Services
@@ -57,10 +63,12 @@ class Instance:
 
 
 class Nemesis:
-    def __init__(self, faults: list[FaultSpec], supervisor: Supervisor, ledger: Ledger, view: LiveView,
+    def __init__(self, faults: list[FaultSpec], supervisor: Supervisor | ContainerSupervisor, ledger: Ledger,
+                 view: LiveView,
                  services: Services | None = None, proxies: dict[str, Proxy] | None = None,
-                 engine: str = "", load_end_s: float = 0.0) -> None:
+                 engine: str = "", load_end_s: float = 0.0, containers: Stack | None = None) -> None:
         self.supervisor = supervisor
+        self.containers = containers  # the stack of deploy: containers
         self.ledger = ledger
         self.view = view
         self.services = services
@@ -72,7 +80,9 @@ class Nemesis:
             for k, at in enumerate(times):
                 self.instances.append(Instance(f"f{i}" if len(times) == 1 else f"f{i}.{k}", spec, at))
         self.instances.sort(key=lambda inst: inst.at_s)
-        self._paused: set[int] = set()
+        self._paused: set[int] = set()  # worker indices
+        # fault id -> (worker indices, service, address of each partitioned container)
+        self._partitioned: dict[str, tuple[list[int], str | None, dict[str, str]]] = {}
         self._active: dict[str, dict[str, Any]] = {}
         self._store_busy = asyncio.Lock()
 
@@ -95,6 +105,8 @@ class Nemesis:
             await self._pause_workers(inst)
         elif kind in STORE_FAULTS:
             await self._restart_store(inst)
+        elif spec.container_target:
+            await self._partition_containers(inst)
         elif kind in LINK_FAULTS:
             await self._link(inst)
 
@@ -104,16 +116,17 @@ class Nemesis:
         self._active[inst.fault_id] = record
         return ns
 
-    def _end(self, inst: Instance, healed_by: str) -> None:
+    def _end(self, inst: Instance, healed_by: str, **fields: Any) -> None:
         if self._active.pop(inst.fault_id, None) is not None:
             self.ledger.write("fault_end", fault_id=inst.fault_id, kind=inst.spec.kind,
-                              target=inst.spec.resolved_target, healed_by=healed_by)
+                              target=inst.spec.resolved_target, healed_by=healed_by, **fields)
 
     async def _kill_workers(self, inst: Instance) -> None:
         targets = fault_targets(inst.spec.resolved_target, self.supervisor.count) or []
         start_ns = time.time_ns()
+        t0 = time.monotonic()
         pids = {f"worker:{i}": self.supervisor.kill(i) for i in targets}
-        self._start(inst, ns=start_ns, workers=sorted(pids), pids=pids)
+        self._start(inst, ns=start_ns, workers=sorted(pids), pids=pids, **self._api_ms(t0))
         while any(self.view.ready.get(w, 0) <= start_ns for w in pids):  # healed when all are back
             self.view.poll()
             await asyncio.sleep(POLL_S)
@@ -122,36 +135,84 @@ class Nemesis:
     async def _pause_workers(self, inst: Instance) -> None:
         targets = fault_targets(inst.spec.resolved_target, self.supervisor.count) or []
         start_ns = time.time_ns()
+        t0 = time.monotonic()
         pids = {}
         for i in targets:
-            proc = self.supervisor.slots[i].proc
-            if proc is not None and proc.poll() is None:
-                procs.kill_group(proc, signal.SIGSTOP)
-                self._paused.add(proc.pid)
-                pids[f"worker:{i}"] = proc.pid
-        self._start(inst, ns=start_ns, workers=sorted(pids), pids=pids, duration_s=inst.spec.duration)
+            paused = self.supervisor.pause(i)
+            if paused is not None:
+                self._paused.add(i)
+                pids[f"worker:{i}"] = paused
+        self._start(inst, ns=start_ns, workers=sorted(pids), pids=pids, duration_s=inst.spec.duration,
+                    **self._api_ms(t0))
         try:
             await asyncio.sleep(inst.spec.duration or 0)
         finally:
-            self._resume(pids.values())
-            self._end(inst, "SIGCONT")
+            self._resume([i for i in targets if i in self._paused])
+            self._end(inst, "SIGCONT" if self.containers is None else "unpause")
 
-    def _resume(self, pids: Any) -> None:
-        for pid in list(pids):
-            for slot in self.supervisor.slots:
-                if slot.proc is not None and slot.proc.pid == pid:
-                    procs.kill_group(slot.proc, signal.SIGCONT)
-            self._paused.discard(pid)
+    def _resume(self, indices: Any) -> None:
+        for index in list(indices):
+            self.supervisor.resume(index)
+            self._paused.discard(index)
+
+    def _api_ms(self, t0: float) -> dict[str, float]:
+        """How long the Docker API took to carry out a fault (containers only)."""
+        return {} if self.containers is None else {"api_ms": round((time.monotonic() - t0) * 1e3, 1)}
+
+    async def _partition_containers(self, inst: Instance) -> None:
+        """Disconnect worker or service containers from the stack's network; reconnect on heal."""
+        assert self.containers is not None
+        spec = inst.spec
+        target = spec.resolved_target
+        start_ns = time.time_ns()
+        t0 = time.monotonic()
+        workers = fault_targets(target, self.supervisor.count) or []
+        sup = self.supervisor
+        assert isinstance(sup, ContainerSupervisor)
+        names: dict[str, str] = {}
+        addresses: dict[str, str] = {}
+        service = None if workers else self.service_of(spec)
+        for i in workers:
+            names[f"worker:{i}"], addresses[f"worker:{i}"] = await asyncio.to_thread(sup.disconnect, i)
+        if service is not None:
+            container = self.containers.services.services[service].container
+            addresses[service] = await asyncio.to_thread(self.containers.disconnect, container)
+            names[service] = container.name
+        self._partitioned[inst.fault_id] = (workers, service, addresses)
+        self._start(inst, ns=start_ns, workers=sorted(f"worker:{i}" for i in workers), containers=names,
+                    duration_s=spec.duration, **self._api_ms(t0))
+        try:
+            await asyncio.sleep(spec.duration or 0)
+        finally:
+            t1 = time.monotonic()
+            await asyncio.shield(asyncio.to_thread(self._reconnect, inst.fault_id))
+            self._end(inst, "network connect", api_ms=round((time.monotonic() - t1) * 1e3, 1))
+
+    def _reconnect(self, fault_id: str) -> None:
+        entry = self._partitioned.pop(fault_id, None)
+        if entry is None or self.containers is None:
+            return
+        workers, service, addresses = entry
+        for i in workers:
+            assert isinstance(self.supervisor, ContainerSupervisor)
+            self.supervisor.connect(i, addresses[f"worker:{i}"])
+        if service is not None:
+            self.containers.connect(self.containers.services.services[service].container, addresses[service],
+                                    alias=service)
 
     async def _restart_store(self, inst: Instance) -> None:
         assert self.services is not None
         name = self.service_of(inst.spec)
         svc = self.services.services[name]
         async with self._store_busy:
-            self._start(inst, service=name, clean=inst.spec.clean, workers=[])
+            in_stack = self.containers.services.services[name] if self.containers is not None else None
+            extra = {} if in_stack is None else {"container": in_stack.container.name}
+            self._start(inst, service=name, clean=inst.spec.clean, workers=[], **extra)
             # shielded: a final heal must not leave the store half restarted
+            t0 = time.monotonic()
             await asyncio.shield(asyncio.to_thread(svc.restart, inst.spec.clean))
-            self._end(inst, "restarted" + (" cleanly" if inst.spec.clean else " after SIGKILL"))
+            self._end(inst, "restarted" + (" cleanly" if inst.spec.clean else " after SIGKILL"),
+                      **({} if self.containers is None else {"restart_ms": round((time.monotonic() - t0) * 1e3, 1)}))
 
     async def _link(self, inst: Instance) -> None:
         name = self.service_of(inst.spec)
@@ -186,6 +247,8 @@ class Nemesis:
         self._resume(set(self._paused))
         for proxy in self.proxies.values():
             proxy.heal()
+        for fault_id in list(self._partitioned):
+            self._reconnect(fault_id)
         for fault_id, record in list(self._active.items()):
             if record["kind"] in ("pause-worker", *LINK_FAULTS):
                 self.ledger.write("fault_end", fault_id=fault_id, kind=record["kind"], target=record["target"],

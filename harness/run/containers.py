@@ -1,0 +1,525 @@
+"""``deploy: containers``: an engine's stack (servers and workers) as containers, through the Docker API.
+
+The stack of an engine is ``compose/<engine>.yaml`` (compose format, so it can be read and run by
+hand with a compose CLI): one service per server the engine needs (``postgres``, ``redis``,
+``temporal``, each ``durabench serve <name>`` in the runtime image) and one ``worker`` service.
+durabench reads the file, interpolates ``${VAR:-default}`` from the variables below, and applies it
+with the ``docker`` package (Debian has no compose v2): one user-defined bridge network per engine
+run, the servers on it under their service names with their ports published on 127.0.0.1 (random
+host ports: the driver, the floors and the store probes use those), and K worker containers
+``worker-0..K-1`` on it, which reach the servers by name. The engine's run directory is
+bind-mounted at the same path, so workers read their configuration and append their ledgers there
+exactly as worker processes do.
+
+Variables: ``DURABENCH_IMAGE``, ``DURABENCH_DURABILITY``, ``DURABENCH_WORK_DIR`` (the engine's run
+directory), ``DURABENCH_WORKER_INDEX``, ``DURABENCH_WORKERS``.
+
+The same objects the process deployment uses are provided with the same attributes:
+``ContainerServices`` for ``harness.services.Services`` and ``ContainerSupervisor`` for
+``harness.supervisor.Supervisor``; their ``proc`` is the container's init process as seen from the
+host (the resource sampler follows its process tree, so CPU and memory are counted as for child
+processes). Every container runs with ``init=True`` (a Python PID 1 would ignore SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import dockerhost
+from harness.contract import CONFIG_ENV, Engine, EngineContext, WorkerConfig
+from harness.errors import ServiceError, UserError
+from harness.ledger import Ledger
+from harness.run import services
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = ROOT / "compose"
+CONTAINER_PYTHON = "python"  # on the image's PATH (/opt/durabench/bin)
+HEALTH_TIMEOUT_S = 90.0
+HEALTH_POLL_S = 0.2
+STOP_TIMEOUT_S = 5
+SERVICE_KEYS = {"image", "command", "init", "stop_signal", "shm_size", "ports", "healthcheck", "environment",
+                "volumes", "depends_on", "deploy"}
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+# -- compose files -------------------------------------------------------------------------------
+
+def compose_path(engine: str) -> Path:
+    return COMPOSE_DIR / f"{engine}.yaml"
+
+
+def _interpolate(value: Any, env: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is None:
+                raise UserError(f"{where}: ${{{name}}} is not set and has no default")
+            return default
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [_interpolate(v, env, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, where) for k, v in value.items()}
+    return value
+
+
+def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The services of ``compose/<engine>.yaml`` with variables substituted; unknown keys are errors."""
+    path = compose_path(engine)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in COMPOSE_DIR.glob("*.yaml")))
+        raise UserError(f"engine {engine!r} has no container stack compose/{path.name} (stacks: {known}); "
+                        "run it with deploy: processes")
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+        raise UserError(f"{path}: expected a compose file with a services mapping")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in doc["services"].items():
+        unknown = set(spec) - SERVICE_KEYS
+        if unknown:
+            raise UserError(f"{path}: services.{name}: {sorted(unknown)} not understood by durabench "
+                            f"(known: {sorted(SERVICE_KEYS)})")
+        out[name] = _interpolate(spec, env, f"{path}: services.{name}")
+    if "worker" not in out:
+        raise UserError(f"{path}: a worker service is required")
+    return out
+
+
+def container_argv(argv: list[str]) -> list[str]:
+    """A worker argv of the host (``sys.executable -m module``) as the image runs it, or a UserError."""
+    if not argv or argv[0] != sys.executable:
+        raise UserError(f"worker command {argv[:1]} is not a Python module of durabench; deploy: containers "
+                        "runs engines with Python workers (the image has no Go workers)")
+    return [CONTAINER_PYTHON, *argv[1:]]
+
+
+def _name(*parts: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
+
+
+def _published_port(container: Any, port: int) -> int:
+    bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") in ("127.0.0.1", ""):
+            return int(binding["HostPort"])
+    raise ServiceError(f"{container.name}: port {port} is not published on 127.0.0.1")
+
+
+def _ports(spec: list[str]) -> dict[str, tuple[str, int]]:
+    """Compose ``"127.0.0.1::5432"`` entries: published on loopback only, at a free host port chosen
+    here (Docker would pick a new one at every restart of the container, e.g. after restart-store)."""
+    out: dict[str, tuple[str, int]] = {}
+    for entry in spec:
+        host_ip, _, rest = str(entry).partition(":")
+        host_port, _, port = rest.partition(":")
+        if host_ip != "127.0.0.1" or not port:
+            raise UserError(f"port {entry!r}: durabench publishes on loopback only, as 127.0.0.1::PORT")
+        out[f"{port}/tcp"] = ("127.0.0.1", int(host_port) if host_port else services.free_port())
+    return out
+
+
+def _volumes(spec: list[str]) -> dict[str, dict[str, str]]:
+    out = {}
+    for entry in spec:
+        src, _, dst = str(entry).partition(":")
+        out[src] = {"bind": dst.split(":")[0], "mode": "rw"}
+    return out
+
+
+@dataclass
+class ContainerProc:
+    """What the resource sampler reads of a ``proc``: the host pid of the container's init."""
+
+    pid: int
+
+
+def _host_proc(container: Any) -> ContainerProc | None:
+    try:
+        container.reload()
+    except Exception:  # removed meanwhile
+        return None
+    pid = int(container.attrs["State"].get("Pid") or 0)
+    return ContainerProc(pid) if pid > 0 and container.status in ("running", "paused") else None
+
+
+# -- the stack --------------------------------------------------------------------------------
+
+@dataclass
+class ContainerService:
+    """One server container: the ``harness.services.Service`` attributes, faults through the API."""
+
+    name: str
+    container: Any
+    network: Any
+    log: Path
+    health: list[str]
+    stop_timeout_s: int = STOP_TIMEOUT_S
+    url: str = ""  # as the host (driver, floors, probes) reaches it: a published loopback port
+    inner_url: str = ""  # as workers reach it on the stack's network
+    port: int = 0
+    argv: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path = Path()
+    user: str | None = None
+    host: str = "127.0.0.1"  # where the host reaches it (the published port)
+    external: bool = False  # durabench starts, stops and restarts it
+
+    @property
+    def proc(self) -> ContainerProc | None:
+        return _host_proc(self.container)
+
+    def start(self) -> None:
+        self.container.start()
+        self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while True:
+            self.container.reload()
+            if self.container.status in ("exited", "dead"):
+                tail = self.container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                raise ServiceError(f"container {self.container.name} exited while starting: {tail}")
+            if self.container.status == "running" and self.container.exec_run(self.health).exit_code == 0:
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(f"container {self.container.name} not healthy after {HEALTH_TIMEOUT_S:.0f}s")
+            time.sleep(HEALTH_POLL_S)
+        self._read_description()
+        if self.name == "postgres":
+            services._wait_postgres(self)  # type: ignore[arg-type]  # reads .url and .log only
+
+    def _read_description(self) -> None:
+        for line in self.container.logs().decode(errors="replace").splitlines():
+            if line.startswith(services.DESCRIBE_PREFIX):
+                desc = json.loads(line.removeprefix(services.DESCRIBE_PREFIX))
+                self.argv, self.settings, self.version = desc["argv"], desc["settings"], desc["version"]
+                return
+
+    def kill(self) -> None:
+        """SIGKILL the container (every process in it); its data stays in the container."""
+        self.container.kill()
+        self.container.wait()
+
+    def stop(self) -> None:
+        self.container.stop(timeout=self.stop_timeout_s)
+
+    def restart(self, clean: bool = False) -> None:
+        """Crash (SIGKILL) or cleanly stop the container, then start it again on the same data."""
+        if clean:
+            self.stop()
+        else:
+            self.kill()
+        self.start()
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "inner_url": self.inner_url, "version": self.version, "argv": self.argv,
+                "settings": self.settings, "container": self.container.name,
+                "image": self.container.attrs["Image"], "limits": limits(self.container)}
+
+
+def limits(container: Any) -> dict[str, Any]:
+    host = container.attrs.get("HostConfig", {})
+    return {"nano_cpus": host.get("NanoCpus") or None, "memory_bytes": host.get("Memory") or None,
+            "cpuset_cpus": host.get("CpusetCpus") or None, "shm_size_bytes": host.get("ShmSize")}
+
+
+@dataclass
+class ContainerServices:
+    """The servers of one engine run as containers (the ``harness.services.Services`` interface)."""
+
+    services: dict[str, ContainerService]
+    scratch: Path
+    proxies: dict[str, Any] = field(default_factory=dict)  # never any: link faults are refused under containers
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {name: svc.url for name, svc in self.services.items()}
+
+    def reach(self, name: str) -> tuple[str, int]:
+        """Host and port through which the host reaches service ``name`` (its published port)."""
+        return self.services[name].host, self.services[name].port
+
+    @property
+    def inner_endpoints(self) -> dict[str, str]:
+        return {name: svc.inner_url for name, svc in self.services.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {name: svc.describe() for name, svc in self.services.items()}
+
+
+class Stack:
+    """The network, server containers and worker template of one engine run."""
+
+    def __init__(self, client: Any, image_tag: str, engine: str, run_id: str, work_dir: Path, profile: str,
+                 server_settings: dict[str, dict[str, Any]], workers: int) -> None:
+        self.client = client
+        self.image = image_tag
+        self.engine = engine
+        self.prefix = _name("durabench", run_id, engine)
+        self.work_dir = work_dir
+        self.labels = dockerhost.owner_labels(run_id)
+        env = {"DURABENCH_IMAGE": image_tag, "DURABENCH_DURABILITY": profile, "DURABENCH_WORK_DIR": str(work_dir),
+               "DURABENCH_WORKERS": str(workers)}
+        self.env = env
+        self.specs = load_stack(engine, env)
+        self.server_settings = server_settings
+        self.network: Any = None
+        self.containers: list[Any] = []
+        self.scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
+        self.services = ContainerServices({}, self.scratch)
+
+    def up(self, service_names: tuple[str, ...]) -> None:
+        missing = [s for s in service_names if s not in self.specs]
+        if missing:
+            raise UserError(f"{compose_path(self.engine)}: no service for {missing} (the engine needs {service_names})")
+        self.network = self._create_network()
+        for name in service_names:
+            spec = self.specs[name]
+            command = list(spec["command"])
+            yes, no = ("on", "off") if name == "postgres" else ("yes", "no")
+            for key, value in self.server_settings.get(name, {}).items():
+                command += ["--set", f"{key}={services._setting(value, yes, no)}"]
+            container = self._create(f"{self.prefix}-{name}", spec, command, name)
+            svc = ContainerService(name, container, self.network, self.work_dir / "logs" / f"{name}.log",
+                                   list(spec["healthcheck"]["test"])[1:], data_dir=self.scratch / name)
+            svc.data_dir.mkdir(parents=True, exist_ok=True)
+            self.services.services[name] = svc
+            container.start()
+            container.reload()
+            port = services.CONTAINER_PORTS[name]
+            svc.port = _published_port(container, port)
+            svc.url, svc.inner_url = _urls(name, svc.port, port)
+            if name == "temporal":
+                svc.extra = {"metrics": f"http://127.0.0.1:{_published_port(container, port + 2)}/metrics",
+                             "sqlite_file": None}  # inside the container: the probe reports no sqlite_bytes
+            svc.wait_healthy()
+
+    def _create_network(self) -> Any:
+        """A bridge network whose subnet counts as user-configured (Docker's own pick, made explicit), so a
+        container reconnected after a partition gets its address back: its TCP connections then survive the
+        partition as they would a real network's (packets lost meanwhile, retransmitted after)."""
+        import docker.types
+
+        probe = self.client.networks.create(self.prefix, driver="bridge", labels=self.labels)
+        config = probe.attrs["IPAM"]["Config"][0]
+        probe.remove()
+        pool = docker.types.IPAMPool(subnet=config["Subnet"], gateway=config.get("Gateway"))
+        return self.client.networks.create(self.prefix, driver="bridge", labels=self.labels,
+                                           ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+
+    def _create(self, name: str, spec: dict[str, Any], command: list[str], alias: str | None,
+                environment: dict[str, str] | None = None) -> Any:
+        env = {k: str(v) for k, v in (spec.get("environment") or {}).items()}
+        env.update(environment or {})
+        container = self.client.containers.create(
+            spec["image"], command, name=name, labels=self.labels, init=bool(spec.get("init", True)),
+            environment=env, ports=_ports(spec.get("ports") or []), volumes=_volumes(spec.get("volumes") or []),
+            stop_signal=spec.get("stop_signal"), shm_size=spec.get("shm_size"), detach=True,
+            network=self.network.name, hostname=alias or name)
+        if alias is not None:  # the service name resolves on the stack's network
+            self.network.disconnect(container)
+            self.network.connect(container, aliases=[alias])
+        self.containers.append(container)
+        return container
+
+    def worker_container(self, index: int, config_path: Path, argv: list[str]) -> Any:
+        spec = self.specs["worker"]
+        env = {CONFIG_ENV: str(config_path), "DURABENCH_WORKER_INDEX": str(index)}
+        return self._create(f"{self.prefix}-worker-{index}", spec, argv, None, env)
+
+    def disconnect(self, container: Any) -> str:
+        """A real partition: the container leaves the stack's network (its name stops resolving, packets
+        to and from it are lost). Returns its address, for ``connect``."""
+        container.reload()
+        address = str(container.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"])
+        self.network.disconnect(container, force=True)
+        return address
+
+    def connect(self, container: Any, address: str, alias: str | None = None) -> None:
+        """Heal a partition: back on the network at the same address (and under its service name)."""
+        self.network.connect(container, aliases=[alias] if alias else None, ipv4_address=address or None)
+
+    def down(self) -> None:
+        """Collect every container's log into the engine's logs/, then remove containers and network."""
+        for container in self.containers:
+            with contextlib.suppress(Exception):
+                log = self.work_dir / "logs" / f"{container.name.removeprefix(self.prefix + '-')}.log"
+                log.write_bytes(container.logs())
+        for container in self.containers:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        if self.network is not None:
+            with contextlib.suppress(Exception):
+                self.network.remove()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _urls(name: str, host_port: int, port: int) -> tuple[str, str]:
+    if name == "postgres":
+        return f"postgresql://postgres@127.0.0.1:{host_port}/postgres", f"postgresql://postgres@{name}:{port}/postgres"
+    if name == "redis":
+        return f"redis://127.0.0.1:{host_port}/0", f"redis://{name}:{port}/0"
+    return f"127.0.0.1:{host_port}", f"{name}:{port}"
+
+
+@contextlib.contextmanager
+def running(client: Any, image_tag: str, engine: str, service_names: tuple[str, ...], run_id: str, work_dir: Path,
+            profile: str, server_settings: dict[str, dict[str, Any]], workers: int) -> Iterator[Stack]:
+    """The engine's stack with its servers up and healthy; removed on exit (workers included)."""
+    stack = Stack(client, image_tag, engine, run_id, work_dir, profile, server_settings, workers)
+    try:
+        stack.up(service_names)
+        yield stack
+    finally:
+        stack.down()
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+class _Slot(threading.Thread):
+    def __init__(self, sup: ContainerSupervisor, index: int) -> None:
+        super().__init__(name=f"worker:{index}", daemon=True)
+        self.sup = sup
+        self.index = index
+        self.container: Any = None
+        self.starts = 0
+        self._started = threading.Event()
+
+    @property
+    def proc(self) -> ContainerProc | None:
+        return _host_proc(self.container) if self.container is not None else None
+
+    def run(self) -> None:
+        sup = self.sup
+        self.container = sup.stack.worker_container(self.index, sup.config_path(self.index), sup.argv(self.index))
+        while not sup.stopping.is_set():
+            try:
+                self.container.start()
+                self.container.reload()
+            except Exception as exc:  # the daemon refused: record it and give up on this slot
+                sup.ledger.write("worker_exit", worker=self.name, worker_pid=0, code=-1, error=str(exc)[:200])
+                self._started.set()
+                return
+            self.starts += 1
+            pid = int(self.container.attrs["State"].get("Pid") or 0)
+            sup.ledger.write("worker_start", worker=self.name, worker_pid=pid, start=self.starts,
+                             container=self.container.name)
+            self._started.set()
+            try:
+                code = int(self.container.wait()["StatusCode"])
+            except Exception:
+                code = -1  # removed while waiting (stop)
+            if sup.stopping.is_set():
+                break
+            sup.ledger.write("worker_exit", worker=self.name, worker_pid=pid, code=code,
+                             container=self.container.name)
+            if sup.stopping.wait(sup.restart_delay_s):
+                break
+
+    def wait_started(self) -> None:
+        self._started.wait()
+
+
+class ContainerSupervisor:
+    """K worker containers with stable identities, restarted (same container) after they exit: the
+    ``harness.supervisor.Supervisor`` of deploy: containers."""
+
+    def __init__(self, engine: Engine, ctx: EngineContext, count: int, restart_delay_s: float, ledger: Ledger,
+                 stack: Stack) -> None:
+        self.engine = engine
+        self.ctx = ctx
+        self.count = count
+        self.restart_delay_s = restart_delay_s
+        self.ledger = ledger
+        self.stack = stack
+        self.stopping = threading.Event()
+        self.slots = [_Slot(self, i) for i in range(count)]
+        self._config_dir = ctx.work_dir / "workers"
+        self._config_dir.mkdir(parents=True, exist_ok=True)
+
+    def config_path(self, index: int) -> Path:
+        path = self._config_dir / f"worker-{index}.json"
+        WorkerConfig(engine=self.ctx.engine, run_id=self.ctx.run_id, worker_id=f"worker:{index}", worker_index=index,
+                     endpoints=self.stack.services.inner_endpoints, workload=self.ctx.workload,
+                     settings=self.ctx.settings, ledger_dir=str(self.ctx.ledger_dir)).dump(path)
+        return path
+
+    def argv(self, index: int) -> list[str]:
+        return container_argv(self.engine.worker_command(self.ctx, index))
+
+    def log_path(self, index: int) -> Path:
+        return self.ctx.work_dir / "logs" / f"worker-{index}.log"
+
+    def start(self) -> None:
+        for slot in self.slots:
+            slot.start()
+        for slot in self.slots:
+            slot.wait_started()
+
+    def _container(self, index: int) -> Any:
+        return self.slots[index].container
+
+    def kill(self, index: int) -> str | None:
+        """SIGKILL worker ``index``'s container; the slot starts it again. Returns the container's name."""
+        container = self._container(index)
+        try:
+            container.kill()
+        except Exception:  # not running
+            return None
+        return str(container.name)
+
+    def pause(self, index: int) -> str | None:
+        """Freeze the container (cgroup freezer): a gray failure."""
+        container = self._container(index)
+        try:
+            container.pause()
+        except Exception:
+            return None
+        return str(container.name)
+
+    def resume(self, index: int) -> None:
+        with contextlib.suppress(Exception):  # not paused (any more)
+            self._container(index).unpause()
+
+    def disconnect(self, index: int) -> tuple[str, str]:
+        """Partition worker ``index`` from the stack; returns its container's name and address."""
+        container = self._container(index)
+        return str(container.name), self.stack.disconnect(container)
+
+    def connect(self, index: int, address: str) -> None:
+        self.stack.connect(self._container(index), address)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for slot in self.slots:
+            if slot.container is not None:
+                with contextlib.suppress(Exception):
+                    slot.container.unpause()
+                with contextlib.suppress(Exception):
+                    slot.container.stop(timeout=STOP_TIMEOUT_S)
+        for slot in self.slots:
+            slot.join(timeout=STOP_TIMEOUT_S * 2)
+
+
+def daemon_facts(client: Any) -> dict[str, Any]:
+    version = client.version()
+    return {"server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
+            "docker_host": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}

