@@ -16,12 +16,22 @@ STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml"))
 
 
 def test_every_python_engine_has_a_stack_named_after_it() -> None:
+    """Engines of this project whose workers are Python modules and whose servers the image holds;
+    the rest (Go workers, the Restate server, third-party plugins) are refused under containers."""
+    from importlib.metadata import entry_points
+
+    from harness.run import services
+
     python_engines = []
-    for name in registry.names():
-        ctx = EngineContext(name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
-        if registry.load(name).worker_command(ctx, 0)[0] == sys.executable and name != "memory":
-            python_engines.append(name)
-    assert python_engines and STACKS == sorted(python_engines)
+    for ep in entry_points(group="durabench.engines"):
+        if ep.dist is None or ep.dist.name != "durabench" or ep.name == "memory":
+            continue
+        adapter = registry.load(ep.name)
+        ctx = EngineContext(ep.name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
+        in_image = set(adapter.services) <= set(services.CONTAINER_PORTS)
+        if adapter.worker_command(ctx, 0)[0] == sys.executable and in_image:
+            python_engines.append(ep.name)
+    assert "dbos" in python_engines and STACKS == sorted(python_engines)
 
 
 @pytest.mark.parametrize("engine", STACKS)
