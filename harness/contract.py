@@ -10,6 +10,12 @@ process with the environment variable ``DURABENCH_WORKER_CONFIG`` naming a JSON 
 holds a :class:`WorkerConfig`. The worker appends ledger records (see harness/ledger.py) to
 files in ``ledger_dir``, one ``ready`` record once it takes work, and one ``step_start`` /
 ``step_end`` pair around every step execution.
+
+Workflow programs: ``workload.program`` is the list of stages every workflow runs (harness/program.py
+compiles it; the legacy shorthand is a chain of ``work`` stages). An adapter says which stage kinds it
+runs natively in its optional ``stages`` class attribute (see :func:`stage_support`); the harness skips
+an engine for a scenario that uses a kind it does not run, with the reason. Signals reach a workflow
+through the optional :class:`SignalClient` protocol of the engine's client.
 """
 
 from __future__ import annotations
@@ -30,14 +36,46 @@ TOOL_TIMEOUT_S = 120.0
 Status = Literal["completed", "pending", "failed", "not_found"]
 
 
+STAGE_KINDS = ("work", "call", "parallel", "sleep", "wait_signal", "effect")
+
+
 @dataclass(frozen=True)
 class Workload:
-    """What every workflow does: a chain of ``steps`` steps, each sleeping ``step_duration_s``
-    (0 = do nothing) and returning a payload of ``payload_bytes`` bytes to the next step."""
+    """What every workflow does: ``program``, a list of stages (docs/engines.md "Workflow programs").
+
+    ``steps`` is the number of stage indices (every stage, branch stages included); for the legacy
+    shorthand, a chain of ``steps`` work stages each sleeping ``step_duration_s`` (0 = do nothing)
+    and returning ``payload_bytes`` bytes to the next. For a program, ``step_duration_s`` is the
+    longest upper value of its work stages (what adapters size timeouts against) and
+    ``payload_bytes`` the largest work payload.
+    """
 
     steps: int
     step_duration_s: float
     payload_bytes: int
+    program: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.program:  # built by hand (tests, helpers): the shorthand's chain
+            chain = [{"kind": "work", "step": i, "duration": {"dist": "fixed", "value_s": self.step_duration_s},
+                      "payload_bytes": self.payload_bytes} for i in range(self.steps)]
+            object.__setattr__(self, "program", chain)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when the program is a plain chain of fixed-time work stages (what pre-program workers run)."""
+        return all(s["kind"] == "work" and s["duration"] == {"dist": "fixed", "value_s": self.step_duration_s}
+                   and s["payload_bytes"] == self.payload_bytes for s in self.program)
+
+    def kinds(self) -> set[str]:
+        out: set[str] = set()
+        todo = list(self.program)
+        while todo:
+            stage = todo.pop()
+            out.add(stage["kind"])
+            for branch in stage.get("branches", []):
+                todo.extend(branch)
+        return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +101,7 @@ class WorkerConfig:
 
     @classmethod
     def load_dict(cls, raw: dict[str, Any]) -> WorkerConfig:
-        raw = {**raw, "workload": Workload(**raw["workload"])}
+        raw = {**raw, "workload": Workload(**raw["workload"])}  # program: the compiled stages (harness/program.py)
         return cls(**raw)
 
 
@@ -73,7 +111,9 @@ class EngineContext:
 
     engine: str  # the registered name, e.g. "temporal-local"
     run_id: str
-    endpoints: dict[str, str]  # service name -> address, e.g. {"postgres": "postgresql://..."}
+    # service name -> address, e.g. {"postgres": "postgresql://..."}; with a program also "flaky_api"
+    # (http://127.0.0.1:P, call stages) and "app_db" (the application database, effect stages)
+    endpoints: dict[str, str]
     workload: Workload
     workers: int
     settings: dict[str, Any]  # defaults from the adapter merged with the scenario's overrides
@@ -91,6 +131,40 @@ class EngineRecord:
     # which worker took the workflow off its queue: ``dequeued_by`` (a worker id, "worker:0"), ``dequeued_ns``
     # (when, wall-clock ns) and ``start_attempts`` (how many times it was started, 1 = once)
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SignalClient(Protocol):
+    """Optional: an engine client that can deliver a ``wait_signal`` stage's signal."""
+
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """Deliver signal ``name`` with ``payload`` to workflow ``workflow_id`` through the engine's own
+        mechanism (DBOS send, Temporal signal). Return once the engine accepted it durably; raise on
+        failure (the driver retries). Must not wait for the workflow to consume it."""
+        ...
+
+
+def stage_support(engine: Any) -> dict[str, str | None]:
+    """Each stage kind -> None when the adapter runs it natively, else the reason it does not.
+
+    An adapter declares ``stages: ClassVar[Mapping[str, str | None]]`` (kind -> None or the one-line
+    reason, e.g. ``{"wait_signal": "Celery has no signal mechanism"}``); a kind it does not name is
+    unsupported. An adapter without the attribute predates programs and runs ``work`` chains only.
+    """
+    declared: Mapping[str, str | None] | None = getattr(engine, "stages", None)
+    if declared is None:
+        return {k: None if k == "work" else "the adapter runs work chains only (no `stages` declared)"
+                for k in STAGE_KINDS}
+    return {k: declared[k] if k in declared else "not declared by the adapter" for k in STAGE_KINDS}
+
+
+def unsupported_stages(engine: Any, workload: Workload) -> str | None:
+    """None when the engine runs every stage kind of ``workload``, else why not (one line)."""
+    support = stage_support(engine)
+    reasons = [f"{k}: {support[k]}" for k in STAGE_KINDS if k in workload.kinds() and support[k] is not None]
+    if not workload.is_chain and support["work"] is None and getattr(engine, "stages", None) is None:
+        reasons.append("work: drawn durations need program support")
+    return "; ".join(reasons) or None
 
 
 @runtime_checkable
@@ -126,6 +200,7 @@ class Engine(Protocol):
     name: ClassVar[str]  # entry-point name, e.g. "dbos"
     description: ClassVar[str]
     services: ClassVar[tuple[str, ...]]  # servers it needs: "postgres", "redis", "temporal"
+    # optional: stages: ClassVar[Mapping[str, str | None]], the stage kinds it runs (see stage_support)
 
     def unavailable_reason(self) -> str | None:
         """None when the engine can run here, else one line saying what is missing."""

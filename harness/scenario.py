@@ -44,13 +44,210 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# -- workflow programs (docs/scenarios.md "workload.program"; compiled by harness/program.py)
+
+DIST_PRESETS: dict[str, dict[str, Any]] = {
+    # an LLM API call: lognormal, median 1.5 s, p99 8 s (scale it with api.time_scale for quick runs)
+    "llm": {"dist": "lognormal", "p50": 1.5, "p99": 8.0},
+}
+
+
+def _dist_shorthand(value: Any) -> Any:
+    """A plain duration is a fixed distribution; a preset name is that preset."""
+    if isinstance(value, str) and value in DIST_PRESETS:
+        return dict(DIST_PRESETS[value])
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"dist": "fixed", "value": value}
+    return value
+
+
+class DistSpec(_Strict):
+    """A distribution of durations: ``fixed`` (value), ``uniform`` (min, max) or ``lognormal`` (p50, p99)."""
+
+    dist: Literal["fixed", "uniform", "lognormal"]
+    value: Duration | None = None
+    min: Duration | None = None
+    max: Duration | None = None
+    p50: Duration | None = None
+    p99: Duration | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> DistSpec:
+        wanted = {"fixed": ("value",), "uniform": ("min", "max"), "lognormal": ("p50", "p99")}[self.dist]
+        for name in ("value", "min", "max", "p50", "p99"):
+            given = getattr(self, name)
+            if name in wanted and given is None:
+                raise ValueError(f"a {self.dist} distribution needs {' and '.join(wanted)}")
+            if name not in wanted and given is not None:
+                raise ValueError(f"{name} is not a field of a {self.dist} distribution (it takes {', '.join(wanted)})")
+        if self.dist == "uniform" and self.max < self.min:  # type: ignore[operator]  # both set (checked above)
+            raise ValueError(f"max ({self.max:g}s) must not be below min ({self.min:g}s)")
+        if self.dist == "lognormal":
+            if self.p50 <= 0:  # type: ignore[operator]  # set (checked above)
+                raise ValueError("a lognormal distribution needs p50 > 0")
+            if self.p99 < self.p50:  # type: ignore[operator]
+                raise ValueError(f"p99 ({self.p99:g}s) must not be below p50 ({self.p50:g}s)")
+        return self
+
+    @property
+    def upper_s(self) -> float:
+        """The value it stays under (fixed: the value, uniform: max, lognormal: p99)."""
+        return float({"fixed": self.value, "uniform": self.max, "lognormal": self.p99}[self.dist] or 0.0)
+
+    def to_json(self, scale: float = 1.0) -> dict[str, Any]:
+        """The language-neutral form in the worker config (docs/engines.md): seconds, ``_s`` suffixes."""
+        if self.dist == "fixed":
+            return {"dist": "fixed", "value_s": float(self.value or 0) * scale}
+        if self.dist == "uniform":
+            return {"dist": "uniform", "min_s": float(self.min or 0) * scale, "max_s": float(self.max or 0) * scale}
+        return {"dist": "lognormal", "p50_s": float(self.p50 or 0) * scale, "p99_s": float(self.p99 or 0) * scale}
+
+
+Dist = Annotated[DistSpec, BeforeValidator(_dist_shorthand)]
+
+
+class WorkStage(_Strict):
+    """Today's step: sleep a drawn duration, return a payload to the next stage."""
+
+    kind: Literal["work"]
+    duration: Dist = DistSpec(dist="fixed", value=0.05)
+    payload_bytes: int = Field(256, ge=0, le=10_000_000)
+
+
+class RetrySpec(_Strict):
+    """The engine's retry policy for one call stage (each engine maps it onto its own mechanism)."""
+
+    max_attempts: int = Field(10, ge=1, le=1000)  # attempts in all, the first included
+    initial_backoff: Duration = 1.0
+    multiplier: float = Field(2.0, ge=1.0, le=100.0)
+    max_backoff: Duration = 30.0
+    attempt_timeout: Duration = 30.0  # the client gives up on one attempt after this long
+
+    @model_validator(mode="after")
+    def _sane(self) -> RetrySpec:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError(f"max_backoff ({self.max_backoff:g}s) must not be below initial_backoff "
+                             f"({self.initial_backoff:g}s)")
+        if self.attempt_timeout <= 0:
+            raise ValueError("attempt_timeout must be longer than 0s")
+        return self
+
+
+class CallStage(_Strict):
+    """An HTTP request to the flaky API (``workload.api``), retried by the engine's own mechanism."""
+
+    kind: Literal["call"]
+    retry: RetrySpec = RetrySpec()
+
+
+class SleepStage(_Strict):
+    """A durable timer: the workflow wakes at the due time even if its worker died in between."""
+
+    kind: Literal["sleep"]
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _positive(self) -> SleepStage:
+        if self.duration <= 0:
+            raise ValueError("a sleep needs a duration longer than 0s")
+        return self
+
+
+class WaitSignalStage(_Strict):
+    """Block until the driver sends the named signal, ``delay`` after the workflow started waiting."""
+
+    kind: Literal["wait_signal"]
+    signal: str = Field("approve", pattern=r"^[A-Za-z0-9_.-]+$")
+    delay: Dist = DistSpec(dist="fixed", value=1.0)
+    timeout: Duration = 300.0
+    on_timeout: Literal["fail", "continue"] = "fail"
+
+    @model_validator(mode="after")
+    def _timeout_after_delay(self) -> WaitSignalStage:
+        if self.timeout <= self.delay.upper_s:
+            raise ValueError(f"timeout ({self.timeout:g}s) must exceed the signal delay's upper value "
+                             f"({self.delay.upper_s:g}s), else signals arrive after the wait gave up")
+        return self
+
+
+class EffectStage(_Strict):
+    """A write into the run's application database (table ``durabench_effects``)."""
+
+    kind: Literal["effect"]
+    idempotency: Literal["none", "key"] = "none"
+
+
+BranchStage = Annotated[WorkStage | CallStage | SleepStage | EffectStage, Field(discriminator="kind")]
+
+
+class ParallelStage(_Strict):
+    """Fan-out / fan-in: ``branches`` copies of ``program`` run concurrently, then joined."""
+
+    kind: Literal["parallel"]
+    branches: int = Field(2, ge=1, le=100)
+    program: list[BranchStage] = Field(min_length=1, max_length=100)
+
+
+Stage = Annotated[WorkStage | CallStage | ParallelStage | SleepStage | WaitSignalStage | EffectStage,
+                  Field(discriminator="kind")]
+
+
+class ApiSpec(_Strict):
+    """The flaky API's behaviour (harness/run/flaky_api.py), for ``call`` stages."""
+
+    latency: Dist = DistSpec(dist="fixed", value=0.01)
+    time_scale: float = Field(1.0, gt=0, le=1000)  # multiplies every latency (e.g. 0.1 for the llm preset)
+    error_rate: float = Field(0.0, ge=0, le=1)  # fraction of requests answered 500 or 503 (half each)
+    hang_rate: float = Field(0.0, ge=0, le=1)  # fraction never answered until the client gives up
+    rate_limit: float = Field(0.0, ge=0, le=1_000_000)  # requests/s admitted (token bucket); 0 = no limit
+    burst: int = Field(0, ge=0, le=1_000_000)  # bucket size; 0 = one second of rate_limit (at least 1)
+
+    @model_validator(mode="after")
+    def _rates(self) -> ApiSpec:
+        if self.error_rate + self.hang_rate > 1:
+            raise ValueError(f"error_rate + hang_rate must be at most 1, given {self.error_rate + self.hang_rate:g}")
+        return self
+
+
+LEGACY_WORKLOAD_FIELDS = ("steps", "step_duration", "payload_bytes")
+
+
 class WorkloadSpec(_Strict):
     steps: int = Field(3, ge=1, le=1000)
     step_duration: Duration = 0.05
     payload_bytes: int = Field(256, ge=0, le=10_000_000)
+    program: list[Stage] | None = Field(None, min_length=1, max_length=200)
+    api: ApiSpec = ApiSpec()
+
+    @model_validator(mode="after")
+    def _program_or_chain(self) -> WorkloadSpec:
+        from harness import program
+
+        if self.program is None:
+            if "api" in self.model_fields_set:
+                raise _FieldError("workload.api", "no api without a program that has a call stage", "api")
+            return self
+        given = [f for f in LEGACY_WORKLOAD_FIELDS if f in self.model_fields_set and f != "steps"]
+        if given:
+            raise _FieldError(f"workload.{given[0]}", "either a program or the steps/step_duration/payload_bytes "
+                              "shorthand, not both", getattr(self, given[0]))
+        compiled = program.compile_stages(self.program)
+        n = program.count_steps(compiled)
+        if "steps" in self.model_fields_set and self.steps != n:  # a dumped manifest carries the computed count
+            raise _FieldError("workload.steps", f"no steps with a program (or its stage count, {n})", self.steps)
+        if "api" in self.model_fields_set and "call" not in program.kinds(compiled):
+            raise _FieldError("workload.api", "no api without a call stage in the program", "api")
+        object.__setattr__(self, "steps", n)  # the number of stage indices: what the live view and checker count
+        return self
 
     def to_workload(self) -> Workload:
-        return Workload(self.steps, self.step_duration, self.payload_bytes)
+        from harness import program
+
+        compiled = program.compile_workload(self)
+        if self.program is None:
+            return Workload(self.steps, self.step_duration, self.payload_bytes, compiled)
+        payload = max((s["payload_bytes"] for s in program.walk(compiled) if s["kind"] == "work"), default=0)
+        return Workload(self.steps, program.sizing_duration_s(compiled), payload, compiled)
 
 
 class LoadSpec(_Strict):
