@@ -179,6 +179,12 @@ class DbosClient:
         # Returns once the ENQUEUED row is committed (one INSERT transaction in the system database).
         await asyncio.get_running_loop().run_in_executor(self._pool, self._enqueue, workflow_id)
 
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """A wait_signal stage's signal: ``DBOSClient.send`` to the workflow on topic ``name`` (one
+        insert into ``dbos.notifications``; the payload is the idempotency key)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self._client.send(workflow_id, payload, topic=name, idempotency_key=payload))
+
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         return await lookup_workflow_status(self._url, workflow_ids)
 

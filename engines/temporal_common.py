@@ -119,6 +119,7 @@ def plan_fields(workload: Workload, settings: dict[str, Any]) -> dict[str, Any]:
         "retry_backoff_coefficient": float(settings["retry_backoff_coefficient"]),
         "retry_maximum_interval_s": float(settings["retry_maximum_interval_s"]),
         "retry_maximum_attempts": int(settings["retry_maximum_attempts"]),
+        "program": workload.program,  # the stages (docs/engines.md "Workflow programs")
     }
 
 
@@ -263,6 +264,11 @@ class TemporalClient:
             if exc.status.name in _REJECTING_CODES:
                 raise SubmitRejected(f"temporal refused {workflow_id}: {exc.status.name} {exc.message}") from exc
             raise
+
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """A wait_signal stage's signal: ``WorkflowHandle.signal`` (SignalWorkflowExecution, persisted
+        in the workflow's history before the call returns)."""
+        await self._client.get_workflow_handle(workflow_id).signal(name, payload)
 
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         from temporalio.service import RPCError, RPCStatusCode

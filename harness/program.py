@@ -22,11 +22,8 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
-
-if TYPE_CHECKING:
-    from harness.scenario import WorkloadSpec
 
 STAGE_KINDS = ("work", "call", "parallel", "sleep", "wait_signal", "effect")
 STEP_KINDS = ("work", "call", "effect")  # stages run as engine steps: step_start / step_end / step_error records
@@ -89,7 +86,7 @@ def _compile(stage: Any, counter: Iterator[int]) -> dict[str, Any]:
         out.update(signal=stage.signal, delay=stage.delay.to_json(), timeout_s=stage.timeout,
                    on_timeout=stage.on_timeout)
     elif stage.kind == "effect":
-        out["idempotency"] = stage.idempotency
+        out.update(idempotency=stage.idempotency, duration_s=stage.duration)
     elif stage.kind == "parallel":
         out["branches"] = [[_compile(s, counter) for s in stage.program] for _ in range(stage.branches)]
     else:  # pragma: no cover - the scenario schema admits no other kind
@@ -97,39 +94,13 @@ def _compile(stage: Any, counter: Iterator[int]) -> dict[str, Any]:
     return out
 
 
-def compile_workload(spec: WorkloadSpec) -> list[dict[str, Any]]:
-    """The program of a workload: its own, or the shorthand's chain of ``work`` stages."""
+def compile_workload(spec: Any) -> list[dict[str, Any]]:
+    """The program of a workload (a ``harness.scenario.WorkloadSpec``): its own, or the shorthand's
+    chain of ``work`` stages."""
     if spec.program is not None:
         return compile_stages(spec.program)
     return [{"kind": "work", "step": i, "duration": {"dist": "fixed", "value_s": spec.step_duration},
              "payload_bytes": spec.payload_bytes} for i in range(spec.steps)]
-
-
-def workload_from_dump(dumped: dict[str, Any]) -> WorkloadSpec:
-    """Re-validate ``manifest["scenario"]["workload"]`` (a dump carries computed and default fields)."""
-    from harness.scenario import WorkloadSpec
-
-    doc = dict(dumped)
-    if doc.get("program"):
-        for name in ("steps", "step_duration", "payload_bytes"):
-            doc.pop(name, None)
-        if not any(s.get("kind") == "call" for s in _walk_raw(doc["program"])):
-            doc.pop("api", None)
-    else:
-        doc.pop("program", None)
-        doc.pop("api", None)
-    return WorkloadSpec.model_validate(doc)
-
-
-def _walk_raw(stages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for s in stages:
-        yield s
-        yield from _walk_raw(s.get("program") or [])
-
-
-def program_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The compiled program of a run, from its manifest (results written before programs: a chain)."""
-    return compile_workload(workload_from_dump(manifest["scenario"]["workload"]))
 
 
 def walk(program: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -150,9 +121,10 @@ def kinds(program: list[dict[str, Any]]) -> set[str]:
 
 def sizing_duration_s(program: list[dict[str, Any]]) -> float:
     """``Workload.step_duration_s`` of a program: what adapters size step timeouts against, the longest
-    upper value (fixed value, uniform max, lognormal p99) of its ``work`` stages. Call stages carry
-    their own ``attempt_timeout_s``."""
-    return max((upper_s(s["duration"]) for s in walk(program) if s["kind"] == "work"), default=0.0)
+    upper value (fixed value, uniform max, lognormal p99) of its ``work`` stages and the longest
+    ``effect`` duration. Call stages carry their own ``attempt_timeout_s``."""
+    return max([upper_s(s["duration"]) for s in walk(program) if s["kind"] == "work"]
+               + [float(s["duration_s"]) for s in walk(program) if s["kind"] == "effect"], default=0.0)
 
 
 @dataclass(frozen=True)

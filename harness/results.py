@@ -34,6 +34,8 @@ import psutil
 from harness.contract import EngineRecord
 from harness.errors import UserError
 
+EFFECTS_FILE = "effects.json"  # the application table's rows (harness/run/appdb.py writes it)
+
 SCHEMA_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
 

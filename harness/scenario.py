@@ -9,12 +9,14 @@ expected and what was given.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from harness import program
 from harness.contract import Workload
 from harness.errors import ScenarioError, UserError
 
@@ -175,6 +177,7 @@ class EffectStage(_Strict):
 
     kind: Literal["effect"]
     idempotency: Literal["none", "key"] = "none"
+    duration: Duration = 0.0  # the step's time after its insert (docs/scenarios.md): where a crash lands
 
 
 BranchStage = Annotated[WorkStage | CallStage | SleepStage | EffectStage, Field(discriminator="kind")]
@@ -209,9 +212,6 @@ class ApiSpec(_Strict):
         return self
 
 
-LEGACY_WORKLOAD_FIELDS = ("steps", "step_duration", "payload_bytes")
-
-
 class WorkloadSpec(_Strict):
     steps: int = Field(3, ge=1, le=1000)
     step_duration: Duration = 0.05
@@ -221,13 +221,15 @@ class WorkloadSpec(_Strict):
 
     @model_validator(mode="after")
     def _program_or_chain(self) -> WorkloadSpec:
-        from harness import program
-
+        # A dumped scenario (manifest, saturate's step scenarios) carries every field: only values other
+        # than the defaults count as given.
+        api_given = "api" in self.model_fields_set and self.api != ApiSpec()
         if self.program is None:
-            if "api" in self.model_fields_set:
+            if api_given:
                 raise _FieldError("workload.api", "no api without a program that has a call stage", "api")
             return self
-        given = [f for f in LEGACY_WORKLOAD_FIELDS if f in self.model_fields_set and f != "steps"]
+        defaults = {"step_duration": 0.05, "payload_bytes": 256}
+        given = [f for f, d in defaults.items() if f in self.model_fields_set and getattr(self, f) != d]
         if given:
             raise _FieldError(f"workload.{given[0]}", "either a program or the steps/step_duration/payload_bytes "
                               "shorthand, not both", getattr(self, given[0]))
@@ -235,14 +237,12 @@ class WorkloadSpec(_Strict):
         n = program.count_steps(compiled)
         if "steps" in self.model_fields_set and self.steps != n:  # a dumped manifest carries the computed count
             raise _FieldError("workload.steps", f"no steps with a program (or its stage count, {n})", self.steps)
-        if "api" in self.model_fields_set and "call" not in program.kinds(compiled):
+        if api_given and "call" not in program.kinds(compiled):
             raise _FieldError("workload.api", "no api without a call stage in the program", "api")
         object.__setattr__(self, "steps", n)  # the number of stage indices: what the live view and checker count
         return self
 
     def to_workload(self) -> Workload:
-        from harness import program
-
         compiled = program.compile_workload(self)
         if self.program is None:
             return Workload(self.steps, self.step_duration, self.payload_bytes, compiled)
@@ -591,6 +591,29 @@ def _check_server_settings(path: str, settings: dict[str, dict[str, ServerValue]
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for error messages)."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+def workload_from_dump(dumped: dict[str, Any]) -> WorkloadSpec:
+    """Re-validate ``manifest["scenario"]["workload"]`` (a dump carries computed and default fields)."""
+    doc = dict(dumped)
+    if doc.get("program"):
+        for name in ("steps", "step_duration", "payload_bytes"):
+            doc.pop(name, None)
+        if not any(s.get("kind") == "call" for s in _walk_raw(doc["program"])):
+            doc.pop("api", None)
+    else:
+        doc.pop("program", None)
+        doc.pop("api", None)
+    return WorkloadSpec.model_validate(doc)
+
+
+def _walk_raw(stages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for s in stages:
+        yield s
+        yield from _walk_raw(s.get("program") or [])
+
+
+def program_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compiled program of a run, from its manifest (results written before programs: a chain)."""
+    return program.compile_workload(workload_from_dump(manifest["scenario"]["workload"]))
 
 
 def _service_target(target: str, prefix: str) -> bool:

@@ -102,10 +102,17 @@ class StepRunner:
     def effect_started(self, workflow_id: str, step: int, attempt: int | None) -> None:
         self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt)
 
-    def effect_committed(self, workflow_id: str, step: int, attempt: int | None, inserted: bool) -> None:
+    def effect_seconds(self, step: int) -> float:
+        """The effect step's time after its insert (the stage's ``duration_s``)."""
+        return float(self.stages[step].get("duration_s", 0.0))
+
+    def effect_applied(self, workflow_id: str, step: int, attempt: int | None, inserted: bool) -> None:
         """After the effect's transaction committed: ``inserted`` False when the key deduplicated it."""
         self.ledger.write("effect_applied", wf=workflow_id, step=step, attempt=attempt, inserted=inserted,
                           idempotency=self.stages[step]["idempotency"])
+
+    def effect_committed(self, workflow_id: str, step: int, attempt: int | None, inserted: bool) -> None:
+        self.effect_applied(workflow_id, step, attempt, inserted)
         self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
 
     def effect(self, workflow_id: str, step: int, attempt: int | None = None) -> None:
@@ -118,11 +125,14 @@ class StepRunner:
         self.effect_started(workflow_id, step, attempt)
         sql, params = self.effect_statement(workflow_id, step, attempt)
         try:
-            cur = self._conn.execute(sql, params)
+            cur = self._conn.execute(sql, params)  # autocommit: one transaction, committed here
         except psycopg.OperationalError:
             self._conn = None  # reconnect on the next attempt (the engine retries the step)
             raise
-        self.effect_committed(workflow_id, step, attempt, cur.rowcount == 1)
+        self.effect_applied(workflow_id, step, attempt, cur.rowcount == 1)
+        if self.effect_seconds(step) > 0:  # the rest of the step, after its write committed
+            time.sleep(self.effect_seconds(step))
+        self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
 
     async def aeffect(self, workflow_id: str, step: int, attempt: int | None = None) -> None:
         """Apply effect ``step`` in its own transaction on the application database (asyncio)."""
@@ -136,16 +146,23 @@ class StepRunner:
             if self._aconn is None:
                 self._aconn = await psycopg.AsyncConnection.connect(self.config.endpoints["app_db"], autocommit=True)
             try:
-                cur = await self._aconn.execute(sql, params)
+                cur = await self._aconn.execute(sql, params)  # autocommit: committed here
             except psycopg.OperationalError:
                 self._aconn = None
                 raise
-        self.effect_committed(workflow_id, step, attempt, cur.rowcount == 1)
+        self.effect_applied(workflow_id, step, attempt, cur.rowcount == 1)
+        if self.effect_seconds(step) > 0:  # the rest of the step, after its write committed
+            await asyncio.sleep(self.effect_seconds(step))
+        self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
 
     # -- records written by workflow code (timers, signals, branches)
 
     def timer_set(self, workflow_id: str, step: int, due_ns: int) -> None:
         self.ledger.write("timer_set", wf=workflow_id, step=step, due_ns=due_ns)
+
+    def timer_set_after(self, workflow_id: str, step: int, seconds: float) -> None:
+        """``timer_set`` due ``seconds`` from now (the wall clock)."""
+        self.timer_set(workflow_id, step, time.time_ns() + int(seconds * 1e9))
 
     def timer_fired(self, workflow_id: str, step: int, due_ns: int | None = None) -> None:
         self.ledger.write("timer_fired", wf=workflow_id, step=step, due_ns=due_ns)
@@ -169,3 +186,19 @@ class StepRunner:
 
     def join(self, workflow_id: str, step: int) -> None:
         self.ledger.write("join", wf=workflow_id, step=step)
+
+
+_recorder: StepRunner | None = None
+
+
+def set_workflow_recorder(runner: StepRunner) -> None:
+    """Make ``runner`` the recorder of workflow code that cannot hold a reference (Temporal's sandbox
+    re-imports workflow modules; ``harness`` is passed through, so this module is shared)."""
+    global _recorder  # noqa: PLW0603 - one per worker process
+    _recorder = runner
+
+
+def workflow_recorder() -> StepRunner:
+    if _recorder is None:
+        raise RuntimeError("no workflow recorder: the worker must call set_workflow_recorder first")
+    return _recorder

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from importlib import metadata
@@ -38,6 +40,22 @@ def _date_done_ns(value: str) -> int:
     return calendar.timegm(dt.utctimetuple()) * 1_000_000_000 + dt.microsecond * 1000
 
 
+def _release(result: Any) -> None:
+    """Unsubscribe every result object of a published canvas (the chain's parents, a group's members)
+    now, and detach them from the backend, so AsyncResult.__del__ has nothing left to cancel later
+    (when Redis may be gone)."""
+    todo = [result]
+    while todo:
+        node = todo.pop()
+        if node is None:
+            continue
+        todo.extend(getattr(node, "results", None) or [])
+        todo.append(getattr(node, "parent", None))
+        if "backend" in vars(node) and node.backend is not None:  # an AsyncResult (a GroupResult's is derived)
+            node.backend.remove_pending_result(node)
+            node.backend = None
+
+
 class CeleryClient:
     """Publishes chains from a thread pool (kombu publishes block) and reads results from Redis."""
 
@@ -46,8 +64,11 @@ class CeleryClient:
 
         from engines.celery.app import make_app, with_db
 
+        self._program = ctx.workload.program
         self._steps = ctx.workload.steps
-        self._app: Celery = make_app(ctx.endpoints["redis"], ctx.settings, results=False)
+        # A parallel stage is a chord, which Celery starts only with a result backend configured in the
+        # publisher too (it sets up the chord's counter); otherwise the client is a fire-and-forget producer.
+        self._app: Celery = make_app(ctx.endpoints["redis"], ctx.settings, results="parallel" in ctx.workload.kinds())
         self._pool = ThreadPoolExecutor(ctx.settings["submit_threads"], thread_name_prefix="celery-submit")
         self._results: redis.Redis = redis.Redis.from_url(with_db(ctx.endpoints["redis"],
                                                                   ctx.settings["result_backend_db"]))
@@ -60,7 +81,9 @@ class CeleryClient:
         from engines.celery.app import workflow
 
         try:
-            workflow(self._app, workflow_id, self._steps).apply_async()
+            result = workflow(self._app, workflow_id, self._program).apply_async()
+            if self._app.conf.result_backend:  # a chord publisher: it never waits on the results it subscribed to
+                _release(result)
         except OperationalError as exc:
             # kombu wraps redis errors; a ResponseError (e.g. OOM under noeviction) means the
             # server refused the LPUSH: the message was not stored. Anything else stays unknown.
@@ -81,10 +104,10 @@ class CeleryClient:
         return values
 
     def _lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
-        from engines.celery.app import RESULT_KEY_PREFIX, task_id
+        from engines.celery.app import RESULT_KEY_PREFIX, last_step, task_id
 
         out: dict[str, EngineRecord] = {}
-        last = self._steps - 1
+        last = last_step(self._program)
         metas = self._mget([RESULT_KEY_PREFIX + task_id(wf, last) for wf in workflow_ids])
         unresolved: list[str] = []
         for wf, raw in zip(workflow_ids, metas, strict=True):
@@ -104,11 +127,12 @@ class CeleryClient:
         # No result for the last step: look at the earlier steps' results (a failure is also
         # stored for the rest of the chain, but check every step), then at the broker's queue and
         # unacked hash for a message of the workflow that has not produced a result yet.
-        earlier = [RESULT_KEY_PREFIX + task_id(wf, i) for wf in unresolved for i in range(last)]
+        earlier = [RESULT_KEY_PREFIX + task_id(wf, i) for wf in unresolved for i in range(self._steps) if i != last]
         earlier_metas = self._mget(earlier) if earlier else []
         queued = self._queued_workflows() if unresolved else set()
         for n, wf in enumerate(unresolved):
-            states = [json.loads(raw)["status"] for raw in earlier_metas[n * last : (n + 1) * last] if raw is not None]
+            per = self._steps - 1
+            states = [json.loads(raw)["status"] for raw in earlier_metas[n * per : (n + 1) * per] if raw is not None]
             detail = {"step_states": states}
             if "FAILURE" in states:
                 out[wf] = EngineRecord("failed", None, detail)
@@ -136,6 +160,9 @@ class CeleryClient:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._app.conf.result_backend:  # a chord publisher: stop the backend's result listener thread
+            with contextlib.suppress(Exception):
+                self._app.backend.result_consumer.stop()
         self._app.close()
         self._results.close()
         self._broker.close()
@@ -157,6 +184,12 @@ class CeleryEngine:
         "unacked_restore_throttle": 10,
         "unacked_mutex_expire": 300.0,
         "result_expires": 86400,
+    }
+    # README "Programs": calls retry through Task.retry, sleeps are ETA messages, parallel stages are
+    # chords; Celery has no way to deliver an external event to a running chain.
+    stages: ClassVar[Mapping[str, str | None]] = {
+        **dict.fromkeys(("work", "call", "parallel", "sleep", "effect")),
+        "wait_signal": "Celery has no signal mechanism: a chain cannot wait for an external event",
     }
 
     def unavailable_reason(self) -> str | None:

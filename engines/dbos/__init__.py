@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from engines.dbos_common import (
@@ -22,7 +23,7 @@ from engines.dbos_common import (
     run_bootstrap,
     run_database_url,
 )
-from harness.contract import EngineContext, Workload
+from harness.contract import STAGE_KINDS, EngineContext, Workload
 
 STEP_NAME = "durabench_step"
 
@@ -50,6 +51,9 @@ class DbosEngine:
         "application_version": "<hash of the workflow source>",
         "executor_id_pattern": "local",
     }
+    # Every stage kind, natively (README "Programs"): steps, step retries, child workflows,
+    # DBOS.sleep, DBOS.recv / send, a datasource transaction in the application database.
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("dbos", "dbos==3.4.0"), ("psycopg", "psycopg[binary]")):
@@ -68,6 +72,8 @@ class DbosEngine:
             "client_pool_size": 8,  # driver-side DBOSClient pool and enqueue threads (DBOSClient default 5)
             "application_version": "durabench-1",  # explicit: a source hash would change with every edit
             "executor_id_pattern": "durabench-{run_id}-w{worker_index}",
+            "app_db_pool_size": 5,  # the application database datasource's pool, per worker (effect stages)
+            "child_poll_interval_s": 0.05,  # a parallel stage awaits its branch workflows (get_result default 1 s)
         }
 
     def versions(self) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """The in-memory reference engine: the harness's test double, and its null engine.
 
 Each worker keeps its workflows in memory only and serves a tiny line protocol on a Unix
-socket. It checkpoints nothing, so a killed worker loses every workflow it held: the checker
-must report them as lost. Use it to test the harness and to measure the harness's own ceiling;
-it says nothing about any real engine.
+socket (SUBMIT, SIGNAL, LOOKUP); it runs every stage kind of a workflow program. It checkpoints
+nothing, so a killed worker loses every workflow it held: the checker must report them as lost.
+Use it to test the harness and to measure the harness's own ceiling; it says nothing about any
+real engine.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 import itertools
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.contract import EngineContext, EngineRecord, Workload
+from harness.contract import STAGE_KINDS, EngineContext, EngineRecord, Workload
 from harness.errors import SubmitRejected
 from harness.supervisor import python_worker
 
@@ -28,6 +30,7 @@ class MemoryClient:
     def __init__(self, ctx: EngineContext) -> None:
         self.paths = [socket_path(ctx.run_id, ctx.engine, i) for i in range(ctx.workers)]
         self._rr = itertools.cycle(range(ctx.workers))
+        self._owner: dict[str, int] = {}  # workflow id -> the worker it was submitted to
 
     async def _call(self, index: int, line: str) -> str:
         reader, writer = await asyncio.open_unix_connection(str(self.paths[index]))
@@ -39,11 +42,18 @@ class MemoryClient:
             writer.close()
 
     async def submit(self, workflow_id: str) -> None:
-        index = next(self._rr)
+        index = self._owner[workflow_id] = next(self._rr)
         try:
             answer = await self._call(index, f"SUBMIT {workflow_id}")
         except (ConnectionRefusedError, FileNotFoundError) as exc:
             raise SubmitRejected(f"worker:{index} is down: {exc}") from exc
+        if answer != "OK":
+            raise RuntimeError(f"worker:{index} answered {answer!r}")
+
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """Deliver to the worker that runs the workflow (it holds the workflow in memory)."""
+        index = self._owner[workflow_id]
+        answer = await self._call(index, f"SIGNAL {workflow_id} {name} {payload}")
         if answer != "OK":
             raise RuntimeError(f"worker:{index} answered {answer!r}")
 
@@ -65,6 +75,7 @@ class MemoryEngine:
     name: ClassVar[str] = "memory"
     description: ClassVar[str] = "in-memory reference engine (no durability; loses work on a crash); tests the harness"
     services: ClassVar[tuple[str, ...]] = ()
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)  # all, in memory (not durable)
 
     def unavailable_reason(self) -> str | None:
         return None

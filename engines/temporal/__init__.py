@@ -14,12 +14,13 @@ stays free of side effects too.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from importlib import util
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engines import temporal_common
 from engines.temporal_common import PLUMBING_SETTINGS, TemporalClient, plan_fields, workflow_settings
-from harness.contract import EngineContext, Workload
+from harness.contract import STAGE_KINDS, EngineContext, Workload
 
 if TYPE_CHECKING:
     from engines.temporal.workflow import Plan
@@ -44,6 +45,9 @@ class TemporalEngine:
         "sticky_queue_schedule_to_start_timeout_s": 10.0,
     }
     local_activities: ClassVar[bool] = False
+    # Every stage kind, natively (README "Programs"): activities with RetryPolicy, workflow.sleep,
+    # signals + wait_condition, asyncio.gather of branches.
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
 
     def unavailable_reason(self) -> str | None:
         if util.find_spec("temporalio") is None:

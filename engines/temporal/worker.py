@@ -20,13 +20,15 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from engines.temporal.workflow import STEP_ACTIVITY, DurabenchWorkflow
+from engines.temporal.workflow import CALL_ACTIVITY, EFFECT_ACTIVITY, STEP_ACTIVITY, DurabenchWorkflow
 from engines.temporal_common import connect, frontend, retry_until, task_queue
 from harness.contract import WorkerConfig
-from harness.workload import StepRunner
+from harness.program import CallFailed
+from harness.workload import StepRunner, set_workflow_recorder
 
 log = logging.getLogger("durabench.temporal.worker")
 
@@ -49,6 +51,27 @@ def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Wo
             await asyncio.wait([work], timeout=every_s)
         return work.result()
 
+    @activity.defn(name=CALL_ACTIVITY)
+    async def call(index: int) -> str:
+        """One attempt at the flaky API; a failed attempt raises for the stage's RetryPolicy, a 429
+        with ``next_retry_delay`` = its Retry-After (honoured by the server's retry timer)."""
+        info = activity.info()
+        assert info.workflow_id is not None
+        try:
+            return await runner.acall(info.workflow_id, index, info.attempt)
+        except CallFailed as exc:
+            delay = exc.outcome.retry_after_s
+            raise ApplicationError(str(exc), type="FlakyApi" + str(exc.outcome.status),
+                                   next_retry_delay=timedelta(seconds=delay) if delay else None) from None
+
+    @activity.defn(name=EFFECT_ACTIVITY)
+    async def effect(index: int) -> str:
+        """An activity that inserts (idempotency none), or inserts if absent by key (idempotency key)."""
+        info = activity.info()
+        assert info.workflow_id is not None
+        await runner.aeffect(info.workflow_id, index, info.attempt)
+        return ""
+
     kwargs: dict[str, Any] = {}
     if s["workflow_sandbox"]:
         # The harness is passed through: the sandbox re-imports engines.temporal (the workflow
@@ -63,7 +86,7 @@ def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Wo
         client,
         task_queue=task_queue(s, config.run_id),
         workflows=[DurabenchWorkflow],
-        activities=[step],
+        activities=[step, call, effect],
         identity=config.worker_id,
         max_cached_workflows=int(s["max_cached_workflows"]),
         max_concurrent_workflow_tasks=int(s["max_concurrent_workflow_tasks"]),
@@ -111,6 +134,7 @@ async def main() -> None:
     started_s = time.time()
     config = WorkerConfig.load()
     runner = StepRunner(config)
+    set_workflow_recorder(runner)  # timers, signals and branches are recorded by workflow code
     client = await retry_until(
         "connection", float(config.settings["ready_timeout_s"]),
         lambda: connect(frontend(config.endpoints), config.settings, config.worker_id))

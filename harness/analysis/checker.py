@@ -14,6 +14,25 @@ complete). A duplicate of a step in flight at a crash is at-least-once behaviour
 engine here documents; a replayed completed step means a checkpoint was lost.
 
 The ids behind every count are kept.
+
+Workflow programs (harness/program.py) add, per stage kind, with ids ``<wf>#<step>``:
+
+- an execution that ended in ``step_error`` (a failed call attempt) is a retry: a later execution
+  is a duplicate only if some earlier one did not fail explicitly (it ended, or a crash cut it);
+- **effects** counted from the application table's dump (``effects.json``): applied more than once
+  (``effects_duplicated``; ``effect_extra_applications`` rows beyond the first), or never for a
+  workflow that went past the stage (``effects_missing``);
+- **timers**: due at the earliest ``timer_set.due_ns``, fired at the first ``timer_fired``; fired
+  before due is a violation (``timers_early``); lateness = fired - due, a distribution;
+- **signals**: sent ok by the driver but never received (``signals_lost``, a timeout after a
+  successful send included), or more than one distinct payload received (``signals_duplicated``);
+  signal-to-resume latency = first receipt - the first successful send's start;
+- **branches**: the workflow went past the join while a branch had not ended (``branches_missing``,
+  ids ``<wf>#<step>.<branch>``), or a branch ended more than once (``branches_duplicated``);
+- **calls**, from the flaky API's own log (``api_request``): retry amplification = requests /
+  logical calls (a (workflow, call stage) that reached the API); a **wasted call** is a request made
+  after an earlier request of the same call had been answered 200 and delivered: its result was
+  lost (a crash before the engine recorded it), unlike the engine's retries of failed attempts.
 """
 
 from __future__ import annotations
@@ -24,13 +43,20 @@ from typing import Any
 
 from harness.contract import EngineRecord
 
+VIOLATIONS = ("lost", "unexpected", "missing_steps", "replayed_completed_steps", "effects_duplicated",
+              "effects_missing", "timers_early", "signals_lost", "signals_duplicated", "branches_missing",
+              "branches_duplicated")
+STAGE_START_EVENTS = ("timer_set", "signal_wait", "branch_start")  # non-step stages (parallel: its branches)
+STAGE_END_EVENTS = ("timer_fired", "signal_received", "signal_timeout", "join")
 
-@dataclass(slots=True)
+
+@dataclass
 class Execution:
     start_ns: int
     end_ns: int | None
     src: str
     pid: int
+    failed: bool = False  # ended in step_error (a failed attempt the engine may retry)
 
 
 @dataclass
@@ -43,44 +69,50 @@ class WorkflowTrace:
     ack_ns: int | None = None
     outcome: str | None = None  # ok / fail / unknown; None = never invoked
     steps: dict[int, list[Execution]] = field(default_factory=lambda: defaultdict(list))
-    _completed: tuple[int, int | None] | None = field(default=None, repr=False, compare=False)
+    stage_starts: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # timers, waits, branches
+    stage_ends: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # fired, received, join
+    records: list[dict[str, Any]] = field(default_factory=list)  # every program record of this workflow
 
     def first_start_ns(self) -> int | None:
         starts = [e.start_ns for execs in self.steps.values() for e in execs]
+        starts += [ns for ns_list in self.stage_starts.values() for ns in ns_list]
         return min(starts) if starts else None
 
+    def end_ns(self, step: int) -> int | None:
+        """When stage ``step`` first ended (step_end, timer_fired, signal_received/timeout, join)."""
+        done = [e.end_ns for e in self.steps.get(step, []) if e.end_ns is not None] + self.stage_ends.get(step, [])
+        return min(done) if done else None
+
+    def starts_of(self, step: int) -> list[int]:
+        return [e.start_ns for e in self.steps.get(step, [])] + self.stage_starts.get(step, [])
+
     def ledger_completed_ns(self, n_steps: int) -> int | None:
-        """When the last of the ``n_steps`` steps first ended per the ledger; None if one never ended.
-        Remembered per trace: a trace is complete once ``traces`` returns it."""
-        if self._completed is not None and self._completed[0] == n_steps:
-            return self._completed[1]
         ends = []
-        done_ns: int | None = None
         for step in range(n_steps):
-            done = [e.end_ns for e in self.steps.get(step, ()) if e.end_ns is not None]
-            if not done:
-                break
-            ends.append(min(done))
-        else:
-            done_ns = max(ends) if ends else None
-        self._completed = (n_steps, done_ns)
-        return done_ns
+            done = self.end_ns(step)
+            if done is None:
+                return None
+            ends.append(done)
+        return max(ends)
 
 
 def traces(events: list[dict[str, Any]]) -> dict[str, WorkflowTrace]:
     """Group history records by workflow id; pair step starts with their ends."""
     out: dict[str, WorkflowTrace] = {}
     open_execs: dict[tuple[str, int, int], Execution] = {}
-    get = out.get
     for rec in events:
         wf = rec.get("wf")
         if wf is None:
             continue
-        tr = get(wf)
+        tr = out.get(wf)
         if tr is None:
             tr = out[wf] = WorkflowTrace(wf)
         ev = rec["ev"]
-        if ev == "step_start":
+        if ev == "invoke":
+            tr.intended_ns, tr.sent_ns = rec["intended_ns"], rec["ns"]
+        elif ev == "ack":
+            tr.ack_ns, tr.outcome = rec["ns"], rec["outcome"]
+        elif ev == "step_start":
             ex = Execution(rec["ns"], None, rec["src"], rec["pid"])
             tr.steps[rec["step"]].append(ex)
             open_execs[(wf, rec["step"], rec["pid"])] = ex
@@ -88,10 +120,19 @@ def traces(events: list[dict[str, Any]]) -> dict[str, WorkflowTrace]:
             ex_open = open_execs.pop((wf, rec["step"], rec["pid"]), None)
             if ex_open is not None:
                 ex_open.end_ns = rec["ns"]
-        elif ev == "invoke":
-            tr.intended_ns, tr.sent_ns = rec["intended_ns"], rec["ns"]
-        elif ev == "ack":
-            tr.ack_ns, tr.outcome = rec["ns"], rec["outcome"]
+        elif ev == "step_error":
+            ex_open = open_execs.pop((wf, rec["step"], rec["pid"]), None)
+            if ex_open is not None:
+                ex_open.failed = True
+        elif ev in STAGE_START_EVENTS:
+            tr.stage_starts[rec["step"]].append(rec["ns"])
+            tr.records.append(rec)
+        elif ev in STAGE_END_EVENTS:
+            if ev != "signal_timeout" or rec.get("on_timeout") == "continue":
+                tr.stage_ends[rec["step"]].append(rec["ns"])
+            tr.records.append(rec)
+        elif ev in ("branch_end", "effect_applied", "signal_sent", "api_request", "call_attempt"):
+            tr.records.append(rec)
     return out
 
 
@@ -100,19 +141,25 @@ class CheckResult:
     counts: dict[str, int]
     ids: dict[str, list[str]]
 
+    figures: dict[str, Any] = field(default_factory=dict)  # distributions and ratios (summary.json "program")
+
     @property
     def correct(self) -> bool:
-        return all(self.counts[k] == 0 for k in ("lost", "unexpected", "missing_steps", "replayed_completed_steps"))
+        return all(self.counts.get(k, 0) == 0 for k in VIOLATIONS)
 
 
-def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineRecord]) -> CheckResult:
+def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineRecord],
+          program: list[dict[str, Any]] | None = None) -> CheckResult:
+    """Jepsen's per-workflow taxonomy and per-step executions; ``program`` gives the stages' order
+    (None: a chain). The program's own checks are harness/analysis/program_checks.py."""
+    after = _after(program) if program is not None else None
     ids: dict[str, list[str]] = {k: [] for k in (
         "submitted", "acknowledged", "failed", "unknown", "resolved_unknown", "completed", "lost", "unexpected",
         "missing_steps", "duplicated_steps", "replayed_completed_steps",
     )}
     extra_executions = 0
     for wf, tr in sorted(trs.items()):
-        ran = bool(tr.steps)
+        ran = tr.first_start_ns() is not None
         if tr.outcome is None and tr.intended_ns is None:
             if ran:
                 ids["unexpected"].append(wf)
@@ -135,11 +182,11 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
             ids["completed"].append(wf)
         else:
             ids["lost"].append(wf)
-            for step in range(n_steps):  # (a completed workflow has every step ended)
-                if not any(e.end_ns is not None for e in tr.steps.get(step, [])):
+            for step in range(n_steps):  # (a completed workflow has every stage ended)
+                if tr.end_ns(step) is None:
                     ids["missing_steps"].append(f"{wf}#{step}")
         engine_done_ns = record.completed_ns if record is not None else None
-        reruns = reexecutions(tr, n_steps, engine_done_ns)
+        reruns = reexecutions(tr, n_steps, engine_done_ns, after)
         if reruns:
             extra_executions += len(reruns)
             ids["duplicated_steps"] += sorted({f"{wf}#{r.step}" for r in reruns})
@@ -147,6 +194,21 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
     counts = {k: len(v) for k, v in ids.items()}
     counts["extra_step_executions"] = extra_executions
     return CheckResult(counts, ids)
+
+
+def _after(program: list[dict[str, Any]]) -> dict[int, int | None]:
+    """Step -> the stage that can start only after it ended (None: the workflow's end)."""
+    out: dict[int, int | None] = {}
+
+    def visit(seq: list[dict[str, Any]], after_seq: int | None) -> None:
+        for i, stage in enumerate(seq):
+            after = seq[i + 1]["step"] if i + 1 < len(seq) else after_seq
+            out[stage["step"]] = after
+            for branch in stage.get("branches", []):
+                visit(branch, after)
+
+    visit(program, None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -158,20 +220,24 @@ class Rerun:
     replayed: bool  # the step had ended and the engine had moved past it before this execution
 
 
-def reexecutions(tr: WorkflowTrace, n_steps: int, engine_done_ns: int | None) -> list[Rerun]:
-    """Every re-execution of every step of one workflow, classified."""
+def reexecutions(tr: WorkflowTrace, n_steps: int, engine_done_ns: int | None,
+                 after: dict[int, int | None] | None = None) -> list[Rerun]:
+    """Every re-execution of every step of one workflow, classified. ``after``: step -> the stage that
+    follows it (a program's layout); None = a chain (step + 1, the last step followed by the end).
+    An execution whose every earlier execution failed explicitly (``step_error``) is a retry, not a
+    re-execution."""
     out: list[Rerun] = []
-    for execs in tr.steps.values():
-        if len(execs) > 1:
-            break
-    else:
+    if all(len(execs) <= 1 for execs in tr.steps.values()):
         return out  # the common case: every step ran once
     for step in range(n_steps):
         execs = sorted(tr.steps.get(step, []), key=lambda e: e.start_ns)
-        next_starts = [n.start_ns for n in tr.steps.get(step + 1, [])]
+        nxt = (step + 1 if step + 1 < n_steps else None) if after is None else after.get(step)
+        next_starts = tr.starts_of(nxt) if nxt is not None else []
         for i, later in enumerate(execs[1:], start=1):
+            if all(e.failed for e in execs[:i]):
+                continue  # the engine retried a failed attempt
             ended = any(e.end_ns is not None and e.end_ns <= later.start_ns for e in execs[:i])
-            if step == n_steps - 1:
+            if nxt is None:
                 moved_on = engine_done_ns is not None and engine_done_ns <= later.start_ns
             else:
                 moved_on = any(ns <= later.start_ns for ns in next_starts)

@@ -188,6 +188,10 @@ def evaluate(summaries: Sequence[dict[str, Any]], slo: SloSpec, fail_on: Collect
     out: list[GateResult] = []
     for engine in engine_names(summaries):
         entries = [s["engines"].get(engine) for s in summaries]
+        skipped = [e for e in entries if e is not None and e.get("status") == "skipped"]
+        if skipped and len(skipped) == len(entries):  # the program needs a stage kind the engine does not run
+            out.append(GateResult(engine, "ran", "skipped", f"skipped: {skipped[0]['skipped']}"))
+            continue
         failed = [e for e in entries if e is None or e.get("status") != "ok" or "throughput_per_s" not in e]
         if failed:
             errors = "; ".join(str((e or {}).get("error") or "no results") for e in failed)

@@ -16,7 +16,8 @@ summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates
 - **submit_latency**: acknowledgement of the submit minus the time it was sent.
 - **pickup_latency**: first step start minus the time the submit was sent.
 - **step_overhead**: (e2e - the summed duration of each step's final execution) / steps: the
-  orchestration cost per step, including queueing.
+  orchestration cost per step, including queueing (only for workflows whose every stage is a step:
+  a program with sleeps, signals or parallel stages has none).
 - **pacer_lateness**: actual send time minus intended time (the driver's own delay).
 - **achieved_rate**: submissions actually sent in the measured window / its length.
 - **driver_fell_behind**: the achieved submission rate is below 95% of the offered rate, or p99 of
@@ -199,12 +200,15 @@ def latency_histograms(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRe
         work = 0
         for step in range(steps):
             last = None  # the step's final execution: the latest-started one that ended
-            for e in tr.steps[step]:
+            for e in tr.steps.get(step, ()):
                 if e.end_ns is not None and (last is None or e.start_ns > last.start_ns):
                     last = e
-            assert last is not None and last.end_ns is not None
+            if last is None or last.end_ns is None:  # a program's sleep / wait / parallel stage: no step work
+                work = -1
+                break
             work += last.end_ns - last.start_ns
-        overhead.append(_us(max(0, (e2e - work) // steps)))
+        if work >= 0:  # step overhead: chains of steps only
+            overhead.append(_us(max(0, (e2e - work) // steps)))
     hists = {name: new_histogram() for name in HISTOGRAMS}
     for name, hist in hists.items():
         record_all(hist, values[name])

@@ -9,10 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import ledger
-from harness.analysis import checker, cost, integration, locuststats, metrics, reexecution
+from harness import ledger, program, scenario
+from harness.analysis import checker, cost, integration, locuststats, metrics, program_checks, reexecution
 from harness.contract import EngineRecord
-from harness.results import SCHEMA_VERSION, engine_dir, load_manifest, load_reconcile, write_json
+from harness.results import (
+    EFFECTS_FILE,
+    SCHEMA_VERSION,
+    engine_dir,
+    load_manifest,
+    load_reconcile,
+    read_json,
+    write_json,
+)
 from harness.run.floors import floor_marker
 
 
@@ -30,10 +38,19 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     reconcile = load_reconcile(edir / "reconcile.json")
     steps = manifest["scenario"]["workload"]["steps"]
     info = manifest["engines"][engine]
+    if info.get("skipped"):
+        return {"status": "skipped", "error": None, "skipped": info["skipped"], "settings": {}}
     if not any(r["ev"] == "load_start" for r in events):
         return {"status": "error", "error": info.get("error", "no load was driven"), "settings": info.get("settings")}
     trs = checker.traces(events)
-    verdict = checker.check(trs, steps, reconcile)
+    prog = scenario.program_of(manifest)
+    effects_path = edir / EFFECTS_FILE
+    effects = read_json(effects_path)["rows"] if effects_path.is_file() else None
+    fault_ends = {r["fault_id"]: r["ns"] for r in events if r["ev"] == "fault_end"}
+    windows = [(r["ns"], fault_ends.get(r["fault_id"], r["ns"])) for r in events if r["ev"] == "fault_start"]
+    verdict = checker.check(trs, steps, reconcile, prog)
+    if any(stage["kind"] != "work" for stage in program.walk(prog)):
+        program_checks.check_program(verdict, trs, prog, reconcile, effects, windows)
     win = metrics.window(events)
     interrupted = bool(info.get("interrupted"))
     if interrupted:  # the measured window ends with the last record: the load stopped there
@@ -51,7 +68,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
               for i, r in enumerate(starts)]
     fault_ids = {f["fault_id"]: {"affected": f.pop("affected_ids"), "unfinished": f.pop("unfinished_ids")}
                  for f in faults}
-    write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids, "faults": fault_ids})
+    write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids, "faults": fault_ids,
+                                       "program": verdict.figures})
     c = verdict.counts
     summary: dict[str, Any] = {
         "status": "ok" if info.get("error") is None else "error",
@@ -77,6 +95,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
                                         if (rec := reconcile.get(wf)) is not None and rec.status == "completed"),
         "completions_per_s": buckets,
         "recovery": faults,
+        **({"program": program_summary(verdict)} if verdict.figures else {}),
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
         "load_generator": next(r for r in events if r["ev"] == "load_start").get("generator", "pacer"),
@@ -89,6 +108,15 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     summary["reexecution"] = reexecution.figures(trs, hits, max(r["ns"] for r in events))
     summary.update(cost.analyze(edir, events, floor_records, summary, info, steps))  # cost, floors, durability tax
     return summary
+
+
+def program_summary(verdict: checker.CheckResult) -> dict[str, Any]:
+    """The ``program`` object of an engine's summary (docs/results.md): the program checks' counts
+    and figures; the ids are in checker.json."""
+    figures = dict(verdict.figures)
+    if "timers" in figures:
+        figures["timers"] = {k: v for k, v in figures["timers"].items() if k != "lateness_values_ms"}
+    return {"counts": {k: verdict.counts[k] for k in program_checks.NEW_IDS}, **figures}
 
 
 def _completion_source(reconcile: dict[str, EngineRecord]) -> str:

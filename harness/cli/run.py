@@ -15,6 +15,7 @@ from typing import Any
 from harness import registry, results, scenario, temporalbuild
 from harness.analysis import gates, runs
 from harness.analysis import summary as analysis_summary
+from harness.contract import stage_support, unsupported_stages
 from harness.errors import UserError
 from harness.report import html as htmlreport
 from harness.report import junit
@@ -133,6 +134,17 @@ def cmd_engines(args: argparse.Namespace) -> int:
     if server_note:
         print(f"\ntemporal-server: {server_note}")
     print(_kafka_line())
+    lines = []
+    for name in registry.names():
+        by_reason: dict[str, list[str]] = {}
+        for kind, why in stage_support(registry.load(name)).items():
+            if why is not None:
+                by_reason.setdefault(why, []).append(kind)
+        if by_reason:
+            lines.append(f"{name}: program stages it does not run: "
+                         + "; ".join(f"{', '.join(kinds)} ({why})" for why, kinds in by_reason.items()))
+    if lines:
+        print("\n" + "\n".join(lines))
     return 0
 
 
@@ -154,10 +166,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.scenarios:
         sc = scenario.load(path)
         try:
-            runner.validate(sc)
+            engines = runner.validate(sc)
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
         print(f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)")
+        workload = sc.workload.to_workload()
+        for name, engine in engines.items():
+            reason = unsupported_stages(engine, workload)
+            if reason:
+                print(f"  {name} will be skipped: {reason}")
     return 0
 
 

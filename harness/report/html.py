@@ -77,6 +77,8 @@ def not_drawn_reason(name: str) -> str:
         return "no engine used the harness's PostgreSQL (no engines/<engine>/statements.json)"
     if name == "use-case":
         return "not a use-case scenario (no usecase key)"
+    if name in ("timer-lateness", "wasted-calls", "effect-duplicates"):
+        return "the workload's program has no such stage (sleep, call, effect)"
     return "nothing to draw (no engine ran)"
 
 
@@ -116,7 +118,8 @@ def headline_table(runs: list[Run]) -> tuple[list[list[str]], str]:
         ers = [r.engines[name] for r in runs if name in r.engines]
         ok = [er for er in ers if er.ok]
         if not ok:
-            rows.append([name, "ERROR"] + ["-"] * (len(rows[0]) - 2))
+            skipped = any(er.summary.get("status") == "skipped" for er in ers)
+            rows.append([name, "SKIPPED" if skipped else "ERROR"] + ["-"] * (len(rows[0]) - 2))
             continue
         sums = [er.summary for er in ok]
         verdicts = [s["verdict"] for s in sums]
@@ -196,6 +199,10 @@ def verdict_lines(runs: list[Run]) -> list[str]:
     for name in _engine_order(runs):
         ers = [r.engines[name] for r in runs if name in r.engines]
         ok = [er for er in ers if er.ok]
+        skipped = [er.summary["skipped"] for er in ers if er.summary.get("status") == "skipped"]
+        if not ok and skipped:
+            lines.append(f"- **{name}**: skipped, the program needs what it does not run natively: {skipped[0]}")
+            continue
         if not ok:
             errors = "; ".join(str(er.summary.get("error") or er.info.get("error") or "unknown error") for er in ers)
             lines.append(f"- **{name}**: did not run: {errors}")

@@ -87,6 +87,9 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = [["engine", "verdict", "wf/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
              "completed", "lost", "unknown", "dup steps", "replayed", "recovery s"]]
     for name, e in summary["engines"].items():
+        if e.get("status") == "skipped":
+            rows.append([name, "SKIPPED"] + ["-"] * (len(rows[0]) - 2))
+            continue
         if e.get("status") == "error" and "e2e_latency_ms" not in e:
             rows.append([name, "ERROR"] + ["-"] * (len(rows[0]) - 2))
             continue
@@ -121,7 +124,9 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         f"Run `{manifest['run_id']}`, durability profile **{sc['durability']}**, "
         f"durabench {manifest['harness']['version']} ({manifest['harness']['git_revision'] or 'no git'}).",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_bytes'] / 2**30:.0f} GiB, {m['platform']}.",
-        f"Workload: {wl['steps']} steps x {wl['step_duration'] * 1000:g} ms, payload {wl['payload_bytes']} B; "
+        (f"Workload: the program below ({wl['steps']} stages); " if wl.get("program") else
+         f"Workload: {wl['steps']} steps x {wl['step_duration'] * 1000:g} ms, payload {wl['payload_bytes']} B; ")
+        +
         f"load {load['mode']}-loop"
         + (f" at {load['rate']:g} workflows/s ({load['arrival']})" if load["mode"] == "open"
            else f" with {load['concurrency']} in flight")
@@ -139,6 +144,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         md_table(headline_rows(summary)),
         "",
     ]
+    lines += program_section(wl, summary)
     faults = [(name, f) for name, e in summary["engines"].items() for f in e.get("recovery", [])]
     if faults:
         lines += [
@@ -174,6 +180,9 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += locust_section(summary)
     lines += ["", "## Load and verdicts", ""]
     for name, e in summary["engines"].items():
+        if e.get("status") == "skipped":
+            lines.append(f"- **{name}**: skipped, the program needs what it does not run natively: {e['skipped']}")
+            continue
         if "throughput_per_s" not in e:
             lines.append(f"- **{name}**: did not run: {e.get('error')}")
             continue
@@ -194,7 +203,8 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
         lines.append(f"- **{name}** ({versions}): " + ", ".join(f"`{k}={v}`" for k, v in info["settings"].items()))
         for svc, desc in info.get("services", {}).items():
-            lines.append(f"  - {svc}: {desc['version']}; " + ", ".join(f"{k}={v}" for k, v in desc["settings"].items()))
+            lines.append(f"  - {svc}: {desc.get('version', '')}; "
+                         + ", ".join(f"{k}={v}" for k, v in desc.get("settings", {}).items()))
     lines += ["", "## Limits", ""] + [f"- {text}" for text in LIMITS] + [""]
     return "\n".join(lines)
 
@@ -231,3 +241,49 @@ def locust_section(summary: dict[str, Any]) -> list[str]:
                          f"{_fmt(e.get('achieved_rate_per_s'))} | {_fmt(s.get('p50'))} | {_fmt(s.get('p90'))} | "
                          f"{_fmt(s.get('p99'))} | {_fmt(s.get('max'))} |")
     return lines
+def _stage_text(stage: dict[str, Any]) -> str:
+    kind = stage["kind"]
+    rest = {k: v for k, v in stage.items() if k not in ("kind", "program")}
+    if kind == "parallel":
+        inner = ", ".join(_stage_text(s) for s in stage["program"])
+        return f"parallel x{stage['branches']} [{inner}]"
+    return kind + (" " + " ".join(f"{k}={v}" for k, v in rest.items()) if rest else "")
+
+
+def program_section(wl: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """The workflow program and its guarantees per engine (harness/analysis/program_checks.py defines each)."""
+    if not wl.get("program"):
+        return []
+    lines = ["## Workflow program", "",
+             "Stages: " + "; ".join(f"{i}. {_stage_text(s)}" for i, s in enumerate(wl["program"], 1)) + ".", "",
+             "Effects are counted from the application table itself, calls by the flaky API as it received them, "
+             "timers and signals from the ledger. `wasted calls`: requests made after the same call had been "
+             "answered 200 (its result lost in a crash); `amplification`: API requests per logical call; timer "
+             "lateness: fired minus due (early = a violation), overall and for timers spanning a fault; "
+             "`signal resume`: first successful send to the workflow's receipt.", "",
+             "| engine | effect dup / missing | timers early | timer late p50 / p99 / max ms | across faults "
+             "p50 / p99 ms | wasted calls | amplification | signals lost / twice / timed out | signal resume "
+             "p50 / p99 ms | branches missing / dup |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in summary["engines"].items():
+        if e.get("status") == "skipped":
+            lines.append(f"| {name} | skipped: {e['skipped']} |" + " |" * 9)
+            continue
+        p = e.get("program")
+        if not p:
+            continue
+        c = p["counts"]
+        t = p.get("timers", {})
+        late, across = t.get("lateness_ms", {}), t.get("lateness_across_faults_ms", {})
+        calls = p.get("calls", {})
+        sig = p.get("signals", {}).get("signal_to_resume_ms", {})
+        lines.append(
+            f"| {name} | {c['effects_duplicated']} / {c['effects_missing']} | {c['timers_early']} | "
+            f"{_fmt(late.get('p50'))} / {_fmt(late.get('p99'))} / {_fmt(late.get('max'))} | "
+            f"{_fmt(across.get('p50'))} / {_fmt(across.get('p99'))} | {c['wasted_calls']} | "
+            f"{_fmt(calls.get('retry_amplification'), 2)} | {c['signals_lost']} / {c['signals_duplicated']} / "
+            f"{c['signals_timed_out']} | {_fmt(sig.get('p50'))} / {_fmt(sig.get('p99'))} | "
+            f"{c['branches_missing']} / {c['branches_duplicated']} |")
+    lines.append("")
+    return lines
+

@@ -7,8 +7,12 @@ queueing delay (no coordinated omission). Closed loop keeps ``concurrency`` work
 flight and is labelled as such in results.
 
 History records written here (``src: driver``): ``load_start``, ``invoke`` (intended and
-actual send time), ``ack`` (outcome ``ok`` / ``fail`` / ``unknown``), ``load_end``,
-``drain_end``.
+actual send time), ``ack`` (outcome ``ok`` / ``fail`` / ``unknown``), ``signal_sent`` (one per
+send of a ``wait_signal`` stage's signal, outcome ``ok`` / ``error``), ``load_end``, ``drain_end``.
+
+Signals: the live view notices each workflow's first ``signal_wait`` of a stage; the driver sends
+the signal a drawn ``delay`` later through the engine client's ``SignalClient.signal``, retrying
+a failed send (each with a fresh payload) until one succeeds or the drain ends.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.contract import EngineClient
+from harness import program
+from harness.contract import EngineClient, SignalClient
 from harness.errors import SubmitRejected
 from harness.ledger import Follower, Ledger
 from harness.scenario import LoadSpec
 
 POLL_S = 0.02  # how often the live view reads new ledger records
 PROGRESS_S = 1.0  # how often a progress line is printed
+SIGNAL_RETRY_S = 0.5  # pause between sends of a signal whose send failed
+STAGE_END_EVENTS = ("step_end", "timer_fired", "signal_received", "signal_timeout", "join")
+PROGRESS_EVENTS = ("step_start", "step_end", "step_error", "timer_set", "timer_fired", "signal_wait",
+                   "signal_received", "signal_timeout", "branch_start", "branch_end", "join")
 
 
 @dataclass
@@ -43,14 +52,19 @@ class LiveView:
     load_start: dict[str, Any] | None = None  # the load_start record of a load driven from another process
     on_load: Callable[[dict[str, Any]], None] | None = None  # invoke / ack records of front doors
     waiters: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    last_step_mono: float = field(default_factory=time.monotonic)  # when a step last started or ended
+    last_step_mono: float = field(default_factory=time.monotonic)  # when a stage record was last written
+    waits: dict[tuple[str, int], int] = field(default_factory=dict)  # (wf, step) -> first signal_wait ns
+    new_waits: list[tuple[str, int, int]] = field(default_factory=list)  # not yet taken by the driver
 
     def poll(self) -> None:
         for rec in self.follower.poll():
             ev = rec["ev"]
-            if ev in ("step_start", "step_end"):
+            if ev in PROGRESS_EVENTS:
                 self.last_step_mono = time.monotonic()
-            if ev == "step_end":
+            if ev == "signal_wait" and (rec["wf"], rec["step"]) not in self.waits:
+                self.waits[(rec["wf"], rec["step"])] = rec["ns"]
+                self.new_waits.append((rec["wf"], rec["step"], rec["ns"]))
+            if ev in STAGE_END_EVENTS:  # a stage ended (docs/engines.md "Ledger records of programs")
                 done = self.ended.setdefault(rec["wf"], set())
                 done.add(rec["step"])
                 if len(done) == self.steps and rec["wf"] not in self.completed:
@@ -109,7 +123,7 @@ def arrival_offsets(load: LoadSpec, seed: int) -> list[float]:
 
 class Driver:
     def __init__(self, engine_name: str, client: EngineClient, load: LoadSpec, seed: int, ledger: Ledger,
-                 view: LiveView, run_id: str) -> None:
+                 view: LiveView, run_id: str, stages: dict[int, dict[str, Any]] | None = None) -> None:
         self.engine_name = engine_name
         self.client = client
         self.load = load
@@ -123,6 +137,10 @@ class Driver:
         self.t0_mono = 0.0
         self.t0_ns = 0
         self.started = asyncio.Event()  # set once the load's time origin is fixed
+        self.stages = stages or {}
+        self._signal_rng = random.Random(seed + 1)
+        self._signal_tasks: set[asyncio.Future[Any]] = set()
+        self.signals_stopped = asyncio.Event()
 
     def submitted_ids(self) -> list[str]:
         """Every workflow id this driver has invoked, in order."""
@@ -159,6 +177,43 @@ class Driver:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def signals(self) -> None:
+        """Send each wait_signal stage's signal ``delay`` after the workflow started waiting (runs
+        through the load and the drain; ends when ``signals_stopped`` is set)."""
+        if not any(s["kind"] == "wait_signal" for s in self.stages.values()):
+            return
+        if not isinstance(self.client, SignalClient):
+            raise TypeError(f"{self.engine_name}: its client cannot send signals (no SignalClient.signal)")
+        sender: SignalClient = self.client
+        while not self.signals_stopped.is_set():
+            while self.view.new_waits:
+                wf, step, wait_ns = self.view.new_waits.pop(0)
+                delay_s = program.draw_s(self.stages[step]["delay"], self._signal_rng)
+                task = asyncio.ensure_future(self._send_signal(sender, wf, step, wait_ns + int(delay_s * 1e9)))
+                self._signal_tasks.add(task)
+                task.add_done_callback(self._signal_tasks.discard)
+            await asyncio.sleep(POLL_S)
+        for pending in list(self._signal_tasks):
+            pending.cancel()
+        await asyncio.gather(*self._signal_tasks, return_exceptions=True)
+
+    async def _send_signal(self, sender: SignalClient, wf: str, step: int, at_ns: int) -> None:
+        await asyncio.sleep(max(0.0, (at_ns - time.time_ns()) / 1e9))
+        name = self.stages[step]["signal"]
+        for n in range(1, 1_000_000):
+            payload = f"{wf}#{step}#{n}"
+            sent_ns = time.time_ns()
+            try:
+                await asyncio.wait_for(sender.signal(wf, name, payload), self.load.submit_timeout)
+            except Exception as exc:
+                self.ledger.write("signal_sent", wf=wf, step=step, signal=name, payload=payload, outcome="error",
+                                  sent_ns=sent_ns, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(SIGNAL_RETRY_S)
+                continue
+            self.ledger.write("signal_sent", wf=wf, step=step, signal=name, payload=payload, outcome="ok",
+                              sent_ns=sent_ns)
+            return
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.t0_mono

@@ -20,12 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import dockerhost, integration, procs, registry, results
-from harness.contract import Engine, EngineContext, EngineRecord
+from harness import dockerhost, integration, procs, program, registry, results
+from harness.contract import Engine, EngineContext, EngineRecord, unsupported_stages
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
-from harness.run import containers, floors, idle, image, pgstatements, resources, services, shipping, temporal_server
+from harness.run import (
+    appdb,
+    containers,
+    floors,
+    idle,
+    image,
+    pgstatements,
+    resources,
+    services,
+    shipping,
+    temporal_server,
+)
 from harness.run.driver import Driver, LiveView, Progress
+from harness.run.flaky_api import FlakyApi
+from harness.run.flaky_api import behaviour as flaky_behaviour
 from harness.run.nemesis import Nemesis, resolve_service
 from harness.run.proxy import Proxy
 from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario, VariantSpec
@@ -57,6 +70,7 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
     run_dirs = []
     say = Progress(progress)
     deploy = _deployment(scenario, engines, say)
+    workload = scenario.workload.to_workload()
     for index in range(1, repeat + 1):  # repetition-major: every engine once, then every engine again
         run_dir = results.new_run_dir(group, scenario.name if repeat == 1 else f"{scenario.name}-rep{index}")
         run_dirs.append(run_dir)
@@ -67,6 +81,13 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
         rep = f" (repetition {index} of {repeat})" if repeat > 1 else ""
         for key, name, variant in scenario.runs():  # one per engine, or per engine and variant (<engine>@<variant>)
             engine = registry.load(name) if variant is not None or index > 1 else engines[name]
+            skip = unsupported_stages(engine, workload)
+            if skip:  # the program uses a stage kind this adapter does not run natively: skipped, never faked
+                say.tick(functools.partial(str, f"[{key}] skipped: {skip}"), force=True)
+                manifest["engines"][key] = {"description": engine.description, "skipped": skip, "error": None,
+                                            "settings": {}, "services": {}}
+                results.write_json(run_dir / "manifest.json", manifest)
+                continue
             say.tick(functools.partial(str, f"[{key}] starting servers and workers{rep}"), force=True)
             info: dict[str, Any] = {}
             try:
@@ -191,23 +212,42 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
 
         info["versions"].update(locustload.versions())
     started = time.monotonic()
+    kinds = workload.kinds()
+    needed = list(engine.services)
+    if "effect" in kinds and "postgres" not in needed:  # the application database's server
+        needed.append("postgres")
+        info["app_db_service_added"] = True
     try:
         # workers, the driver and dependent servers (temporal-server -> postgres) reach each server
         # through its fault proxy when the scenario has link faults
-        with _servers(engine, engine_name, scenario, variant, deploy, run_id, edir) as (svc, stack):
+        with _servers(engine, engine_name, scenario, variant, deploy, run_id, edir, needed) as (svc, stack), \
+                _flaky_api(scenario, kinds, edir, ledger_dir) as api:
             proxies = svc.proxies
             info["services"] = svc.describe()
             endpoints = svc.endpoints
+            if api is not None:
+                endpoints["flaky_api"] = api.url
+                info["services"]["flaky_api"] = api.describe()
+            if "effect" in kinds:
+                endpoints["app_db"] = appdb.create(endpoints["postgres"], svc.services["postgres"].url)
+                info["services"]["app_db"] = {"url": services.redact(endpoints["app_db"]),
+                                              "version": "application database",
+                                              "settings": {"table": appdb.EFFECTS_TABLE}}
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir)
-            with _library_logs(edir / "logs" / "driver.log"):
-                engine.prepare(ctx)
-                # integration cost: workflow code, services and their idle cost, defaults changed
-                # (harness/integration.py, harness/run/idle.py)
-                settle_s = max(0.0, idle.SETTLE_S - (time.monotonic() - started)) if scenario.resources.idle else 0.0
-                info["integration"] = {**integration.describe(engine, settings),
-                                       "services_idle": idle.measure(svc, scenario.resources.idle, settle_s)}
-                asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies, stack))
+            try:
+                with _library_logs(edir / "logs" / "driver.log"):
+                    engine.prepare(ctx)
+                    # integration cost: workflow code, services and their idle cost, defaults changed
+                    # (harness/integration.py, harness/run/idle.py)
+                    settle_s = (max(0.0, idle.SETTLE_S - (time.monotonic() - started))
+                                if scenario.resources.idle else 0.0)
+                    info["integration"] = {**integration.describe(engine, settings),
+                                           "services_idle": idle.measure(svc, scenario.resources.idle, settle_s)}
+                    asyncio.run(_drive(engine, ctx, scenario, say, svc, proxies, stack))
+            finally:
+                if "effect" in kinds:  # the checker counts effects from the table itself
+                    appdb.dump(svc.services["postgres"].url, edir / appdb.EFFECTS_FILE)
     except (TimeoutError, DurabenchError, OSError, RuntimeError) as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         (edir / "logs" / "harness-error.log").write_text(traceback.format_exc())
@@ -219,12 +259,13 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
 
 @contextlib.contextmanager
 def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: VariantSpec | None,
-             deploy: Deployment | None, run_id: str, edir: Path) -> Iterator[tuple[Any, containers.Stack | None]]:
+             deploy: Deployment | None, run_id: str, edir: Path,
+             names: list[str] | None = None) -> Iterator[tuple[Any, containers.Stack | None]]:
     """The engine's servers: child processes (or the user's external ones) reached through their fault
     proxies when the scenario has link faults, or the containers of its stack (then the stack too)."""
     settings = scenario.server_settings_for(variant)
     if deploy is None:
-        with services.running(engine.services, edir / "logs", scenario.durability, settings,
+        with services.running(names or list(engine.services), edir / "logs", scenario.durability, settings,
                               {k: v.url for k, v in scenario.services.items()},
                               proxied=scenario.needs_proxy) as svc:
             yield svc, None
@@ -263,6 +304,20 @@ def _library_logs(path: Path) -> Iterator[None]:
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
         handler.close()
+
+
+@contextlib.contextmanager
+def _flaky_api(scenario: Scenario, kinds: set[str], edir: Path, ledger_dir: Path) -> Iterator[FlakyApi | None]:
+    """The flaky API of this engine run, when the program has a call stage."""
+    if "call" not in kinds:
+        yield None
+        return
+    api = FlakyApi(flaky_behaviour(scenario.workload.api, scenario.seed), edir, ledger_dir)
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress,
@@ -317,15 +372,20 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
         await _wait_ready(view, sup, scenario.workers.ready_timeout)
         client = await engine.open_client(ctx)
         try:
-            if scenario.floors.enabled and scenario.floors.workflow_duration > 0:  # the unloaded workflow floor
+            # the unloaded workflow floor: chains of work only (a program's waits need the driver's signals)
+            if scenario.floors.enabled and scenario.floors.workflow_duration > 0 and ctx.workload.kinds() == {"work"}:
                 await floors.unloaded_workflows(ctx, client, view, scenario.floors, scenario.load.submit_timeout,
                                                 scenario.seed, _lookup)
+            stages = {st["step"]: st for st in program.walk(ctx.workload.program)}
             if scenario.load.generator == "locust":  # Locust processes through HTTP front doors
                 from harness.run.locustload import LocustLoad
 
                 driver: Driver = LocustLoad(ctx, client, scenario.load, scenario.seed, harness_ledger, view)
+                driver.stages = stages  # signals still go from here, through the engine client
             else:
-                driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id)
+                driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id,
+                                stages)
+            signals = asyncio.create_task(driver.signals())
             nemesis = Nemesis(list(scenario.faults), sup, nem_ledger, view, svc, proxies, ctx.engine,
                               scenario.total_load_s, stack)
             statements = pgstatements.probe_for(svc)  # pg_stat_statements windows (harness/run/pgstatements.py)
@@ -356,10 +416,12 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             say.tick(lambda: driver.progress_line("drained" if drained else "timeout"), force=True)
             await nemesis.settle()
             faults.cancel()
+            driver.signals_stopped.set()
             await asyncio.gather(faults, return_exceptions=True)
             if statements is not None:  # before the reconcile's own queries
                 await asyncio.to_thread(statements.close, "load")
                 statements.save(ctx.work_dir)
+            await signals
             ids = driver.submitted_ids()
             records = await _lookup(client, ids, set(view.completed))
             results.save_reconcile(ctx.work_dir / "reconcile.json", records)

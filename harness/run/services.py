@@ -95,7 +95,7 @@ def free_low_port(rng: random.Random | None = None) -> int:
     raise ServiceError(f"no free loopback port in {LOW_PORTS[0]}-{LOW_PORTS[1]}")
 
 
-def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+def wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -130,7 +130,7 @@ class Service:
         if self.external:
             return
         self.proc = procs.spawn(self.argv, log=self.log, user=self.user)
-        _wait_tcp(self.port, self.proc, self.name, self.log)
+        wait_tcp(self.port, self.proc, self.name, self.log)
         if self.after_start is not None:
             self.after_start(self)
         elif self.name == "restate":

@@ -127,11 +127,14 @@ def test_step_overhead_and_rates_draw_bars_per_engine(run: runs.Run) -> None:
     assert [t.get_text() for t in ax.get_xticklabels()] == ["alpha", "beta"]
 
 
+PROGRAM_CHARTS = ("timer-lateness", "wasted-calls", "effect-duplicates")  # drawn only for workflow programs
+
+
 def test_every_figure_states_its_context(run: runs.Run) -> None:
     for spec in plots.CHARTS:
         fig = plots.figure(spec.name, run)
-        if spec.name in ("resources", "database", "use-case"):
-            assert fig is None  # not measured in this run; not a use-case scenario (tests/unit/test_usecase.py)
+        if spec.name in ("resources", "database", "use-case", *PROGRAM_CHARTS):
+            assert fig is None  # not measured in this run; not a use-case scenario; no workflow program
             continue
         assert fig is not None, spec.name
         text = _texts(fig)
@@ -197,7 +200,7 @@ def test_report_is_self_contained_html_and_markdown(tmp_path: Path) -> None:
     html = html_path.read_text()
     charts = sorted(p.name for p in (run_dir / "charts").glob("*.png"))
     assert charts == sorted(f"{s.name}.png" for s in plots.CHARTS
-                            if s.name not in ("resources", "database", "use-case"))
+                            if s.name not in ("resources", "database", "use-case", *PROGRAM_CHARTS))
     for name in charts:
         assert f"](charts/{name})" in md
     assert md.index("## Charts") < md.index("## Headline")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,53 @@ def test_shipped_scenarios_are_valid(root: Path) -> None:
     assert files
     for path in files:
         scenario.load(path)
+
+
+PROGRAM = [{"kind": "work", "duration": "20ms"}, {"kind": "call"},
+           {"kind": "parallel", "branches": 2, "program": [{"kind": "work"}, {"kind": "sleep", "duration": "1s"}]},
+           {"kind": "wait_signal", "delay": {"dist": "uniform", "min": "1s", "max": "2s"}, "timeout": "10s"},
+           {"kind": "effect", "idempotency": "key"}]
+
+
+def test_program_compiles_to_depth_first_step_indices() -> None:
+    w = parse({"workload": {"program": PROGRAM, "api": {"latency": "llm", "time_scale": 0.1}}}).workload.to_workload()
+    assert w.steps == 9  # 5 stages + 2 branches x 2 stages
+    par = w.program[2]
+    assert [[s["step"] for s in b] for b in par["branches"]] == [[3, 4], [5, 6]]
+    assert [s["step"] for s in w.program] == [0, 1, 2, 7, 8]
+    assert w.kinds() == {"work", "call", "parallel", "sleep", "wait_signal", "effect"}
+
+
+def test_shorthand_is_a_chain_of_work_stages() -> None:
+    w = parse({"workload": {"steps": 2, "step_duration": "10ms", "payload_bytes": 8}}).workload.to_workload()
+    assert w.is_chain and w.program[1] == {"kind": "work", "step": 1, "duration": {"dist": "fixed", "value_s": 0.01},
+                                           "payload_bytes": 8}
+
+
+def test_a_dumped_program_validates_again() -> None:
+    sc = parse({"workload": {"program": PROGRAM, "api": {"error_rate": 0.1}}})
+    again = scenario.workload_from_dump(sc.model_dump()["workload"])
+    assert again.to_workload().program == sc.workload.to_workload().program
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        ({"program": [{"kind": "work"}], "step_duration": "1s"}, "workload.step_duration: expected either a program"),
+        ({"program": [{"kind": "wrk"}]}, "workload.program.0"),
+        ({"program": [{"kind": "sleep"}]}, "workload.program.0.sleep.duration is required"),
+        ({"program": [{"kind": "parallel", "program": [{"kind": "parallel", "program": [{"kind": "work"}]}]}]},
+         "workload.program.0.parallel.program.0"),
+        ({"program": [{"kind": "call"}], "api": {"latency": {"dist": "lognormal", "p50": "2s", "p99": "1s"}}},
+         "p99 (1s) must not be below p50 (2s)"),
+        ({"program": [{"kind": "call"}], "api": {"rate_limit": -1}}, "workload.api.rate_limit"),
+        ({"program": [{"kind": "call"}], "api": {"error_rate": 0.7, "hang_rate": 0.5}}, "error_rate + hang_rate"),
+        ({"program": [{"kind": "call", "retry": {"initial_backoff": "5s", "max_backoff": "1s"}}]}, "max_backoff"),
+        ({"program": [{"kind": "wait_signal", "delay": "5s", "timeout": "2s"}]}, "must exceed the signal delay"),
+        ({"program": [{"kind": "work", "duration": {"dist": "uniform", "min": "1s"}}]}, "needs min and max"),
+        ({"program": [{"kind": "work"}], "api": {"error_rate": 0.1}}, "no api without a call stage"),
+    ],
+)
+def test_bad_programs_are_refused(workload: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        parse({"workload": workload})

@@ -27,6 +27,7 @@ from harness.report.plots import (
     database,
     latency_time,
     overhead,
+    programs,
     rates,
     recovery_time,
     resources,
@@ -47,6 +48,7 @@ from harness.report.plots.common import (
 )
 from harness.report.plots.latency_time import latency_over_time
 from harness.report.plots.overhead import step_overhead
+from harness.report.plots.programs import effect_duplicates, timer_lateness, wasted_calls
 from harness.report.plots.rates import offered_vs_achieved
 from harness.report.plots.recovery_time import recovery
 from harness.report.plots.resources import has_resources, resource_usage
@@ -54,9 +56,27 @@ from harness.report.plots.spectrum import latency_spectrum
 from harness.report.plots.throughput import throughput_over_time
 
 __all__ = [
-    "CHARTS", "LIMITS_SHORT", "PERCENTILE_BARS", "ChartSpec", "context_lines", "engine_names", "figure",
-    "has_resources", "latency_over_time", "latency_spectrum", "new_figure", "offered_vs_achieved", "recovery",
-    "resource_usage", "shade_faults", "step_overhead", "throughput_over_time", "versions_line",
+    "CHARTS",
+    "LIMITS_SHORT",
+    "PERCENTILE_BARS",
+    "ChartSpec",
+    "context_lines",
+    "effect_duplicates",
+    "engine_names",
+    "figure",
+    "has_resources",
+    "latency_over_time",
+    "latency_spectrum",
+    "new_figure",
+    "offered_vs_achieved",
+    "recovery",
+    "resource_usage",
+    "shade_faults",
+    "step_overhead",
+    "throughput_over_time",
+    "timer_lateness",
+    "versions_line",
+    "wasted_calls",
 ]
 
 
@@ -107,6 +127,18 @@ CHARTS: tuple[ChartSpec, ...] = (
               "database (main, visibility). Bars are the per-workflow part: the rate measured while idle "
               "(polling, housekeeping; written above each bar) times the load's seconds is subtracted first.",
               database.build),
+    ChartSpec("timer-lateness", "Timer lateness",
+              "Every durable timer's lateness (fired minus due) per engine: a box with its points; below zero is "
+              "an early fire, a violation (harness/analysis/program_checks.py).",
+              programs.build_timers),
+    ChartSpec("wasted-calls", "Retry amplification and wasted calls",
+              "Requests that reached the flaky API per logical call; annotated with the wasted calls, requests "
+              "made after the call had been answered 200 (its result lost in a crash).",
+              programs.build_calls),
+    ChartSpec("effect-duplicates", "Effect duplicates",
+              "Effects applied more than once or never, counted from the application table itself, with the "
+              "program's idempotency (none or key).",
+              programs.build_effects),
 )
 
 

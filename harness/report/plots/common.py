@@ -102,7 +102,9 @@ def scenario_line(run: Run) -> str:
     faults = ", ".join(f"{f['kind']} {f['target']} at {f['at']:g}s"
                        + (f" every {f['every']:g}s" if f.get("every") else "")
                        for f in sc.get("faults", [])) or "none"
-    return (f"Scenario {sc['name']}: {wl['steps']} steps x {wl['step_duration'] * 1000:g} ms, {rate}, "
+    shape = (f"a program of {wl['steps']} stages ({', '.join(s['kind'] for s in wl['program'])})"
+             if wl.get("program") else f"{wl['steps']} steps x {wl['step_duration'] * 1000:g} ms")
+    return (f"Scenario {sc['name']}: {shape}, {rate}, "
             f"warmup {load['warmup']:g}s + measured {load['duration']:g}s, {workers['count']} workers; "
             f"faults: {faults}")
 

@@ -1,0 +1,190 @@
+"""The checks of workflow programs (harness/checker.py's docstring defines each one).
+
+A pure function of the traces, the program, the engine's reconcile records and the application
+table's rows; it adds counts and ids to a :class:`harness.checker.CheckResult` and the figures
+(distributions, ratios) that summary.json reports under ``program`` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING, Any
+
+from harness.contract import EngineRecord
+
+if TYPE_CHECKING:
+    from harness.analysis.checker import CheckResult, WorkflowTrace
+
+NEW_IDS = ("effects_duplicated", "effects_missing", "timers_early", "signals_lost", "signals_duplicated",
+           "signals_timed_out", "branches_missing", "branches_duplicated", "wasted_calls", "calls_without_success")
+
+
+def _pct(values: list[float]) -> dict[str, float | int | None]:
+    """count, p50, p99, max (ms, rounded) of a list of millisecond values."""
+    if not values:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    v = sorted(values)
+
+    def at(p: float) -> float:
+        return round(v[min(len(v) - 1, int(p / 100 * len(v)))], 3)
+
+    return {"count": len(v), "p50": at(50), "p99": at(99), "max": round(v[-1], 3)}
+
+
+def _walk(program: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int | None]]:
+    """(stage, the step of its parallel stage or None) for every stage."""
+    out: list[tuple[dict[str, Any], int | None]] = []
+
+    def visit(seq: list[dict[str, Any]], parallel: int | None) -> None:
+        for stage in seq:
+            out.append((stage, parallel))
+            for branch in stage.get("branches", []):
+                visit(branch, stage["step"])
+
+    visit(program, None)
+    return out
+
+
+def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: list[dict[str, Any]],
+                  engine: dict[str, EngineRecord], effects: list[dict[str, Any]] | None,
+                  fault_windows: list[tuple[int, int]] | None = None) -> None:
+    ids: dict[str, list[str]] = {k: [] for k in NEW_IDS}
+    stages = _walk(program)
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for stage, _ in stages:
+        by_kind[stage["kind"]].append(stage)
+    accepted = set(result.ids["acknowledged"])
+    completed = set(result.ids["completed"])
+    figures: dict[str, Any] = {"stage_kinds": sorted(by_kind)}
+
+    # -- effects, from the application table
+    if by_kind.get("effect"):
+        rows: Counter[tuple[str, int]] = Counter()
+        for row in effects or []:
+            rows[(row["wf"], int(row["step"]))] += 1
+        extra = 0
+        for wf in sorted(accepted):
+            tr = trs[wf]
+            for stage in by_kind["effect"]:
+                n = rows.get((wf, stage["step"]), 0)
+                key = f"{wf}#{stage['step']}"
+                if n > 1:
+                    ids["effects_duplicated"].append(key)
+                    extra += n - 1
+                elif n == 0 and (wf in completed or tr.end_ns(stage["step"]) is not None):
+                    ids["effects_missing"].append(key)
+        deduplicated = sum(1 for tr in trs.values() for r in tr.records
+                           if r["ev"] == "effect_applied" and r.get("inserted") is False)
+        figures["effects"] = {"idempotency": sorted({s["idempotency"] for s in by_kind["effect"]}),
+                              "rows": sum(rows.values()), "extra_applications": extra,
+                              "deduplicated_by_key": deduplicated, "table_read": effects is not None}
+
+    # -- timers
+    if by_kind.get("sleep"):
+        lateness: list[float] = []
+        faulted: list[float] = []
+        refired = 0
+        for wf in sorted(accepted):
+            tr = trs[wf]
+            for stage in by_kind["sleep"]:
+                step = stage["step"]
+                sets = [r for r in tr.records if r["ev"] == "timer_set" and r["step"] == step]
+                fires = sorted(r["ns"] for r in tr.records if r["ev"] == "timer_fired" and r["step"] == step)
+                if not sets or not fires:
+                    continue
+                refired += len(fires) - 1
+                set_ns = min(r["ns"] for r in sets)
+                due = min(int(r["due_ns"]) for r in sets)
+                late_ms = (fires[0] - due) / 1e6
+                if late_ms < 0:
+                    ids["timers_early"].append(f"{wf}#{step}")
+                lateness.append(late_ms)
+                if any(start <= fires[0] and end >= set_ns for start, end in fault_windows or []):
+                    faulted.append(late_ms)
+        figures["timers"] = {"lateness_ms": _pct(lateness), "lateness_across_faults_ms": _pct(faulted),
+                             "extra_fire_records": refired, "lateness_values_ms": [round(v, 3) for v in lateness]}
+
+    # -- signals
+    if by_kind.get("wait_signal"):
+        resume: list[float] = []
+        sent_ok = unsent = 0
+        for wf in sorted(accepted):
+            tr = trs[wf]
+            for stage in by_kind["wait_signal"]:
+                step = stage["step"]
+                key = f"{wf}#{step}"
+                if not any(r["ev"] == "signal_wait" and r["step"] == step for r in tr.records):
+                    continue
+                sends = sorted((r for r in tr.records if r["ev"] == "signal_sent" and r["step"] == step
+                                and r["outcome"] == "ok"), key=lambda r: r["ns"])
+                got = sorted((r for r in tr.records if r["ev"] == "signal_received" and r["step"] == step),
+                             key=lambda r: r["ns"])
+                timeouts = [r["ns"] for r in tr.records if r["ev"] == "signal_timeout" and r["step"] == step]
+                if not sends:
+                    unsent += 1
+                    if timeouts:
+                        ids["signals_timed_out"].append(key)
+                    continue
+                sent_ok += 1
+                if not got:
+                    ids["signals_lost"].append(key)
+                    continue
+                if len({r.get("payload") for r in got}) > 1:
+                    ids["signals_duplicated"].append(key)
+                resume.append((got[0]["ns"] - int(sends[0].get("sent_ns", sends[0]["ns"]))) / 1e6)
+        figures["signals"] = {"sent": sent_ok, "never_sent": unsent, "signal_to_resume_ms": _pct(resume)}
+
+    # -- branches
+    if by_kind.get("parallel"):
+        for wf in sorted(accepted):
+            tr = trs[wf]
+            for stage in by_kind["parallel"]:
+                step = stage["step"]
+                ends: Counter[int] = Counter(r["branch"] for r in tr.records
+                                             if r["ev"] == "branch_end" and r["step"] == step)
+                joined = tr.end_ns(step) is not None or wf in completed
+                for b in range(len(stage["branches"])):
+                    if ends[b] > 1:
+                        ids["branches_duplicated"].append(f"{wf}#{step}.{b}")
+                    elif ends[b] == 0 and joined:
+                        ids["branches_missing"].append(f"{wf}#{step}.{b}")
+        figures["branches"] = {"parallel_stages": len(by_kind["parallel"]),
+                               "branches_per_stage": [len(s["branches"]) for s in by_kind["parallel"]]}
+
+    # -- calls, from the flaky API's log
+    if by_kind.get("call"):
+        statuses: Counter[str] = Counter()
+        logical = attempts = 0
+        per_call: list[int] = []
+        call_steps = {s["step"] for s in by_kind["call"]}
+        for wf in sorted(trs):
+            tr = trs[wf]
+            reqs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for r in tr.records:
+                if r["ev"] == "api_request" and r["step"] in call_steps:
+                    reqs[r["step"]].append(r)
+            for step, rs in sorted(reqs.items()):
+                rs.sort(key=lambda r: r["recv_ns"])
+                logical += 1
+                attempts += len(rs)
+                per_call.append(len(rs))
+                answered_ok = False
+                for r in rs:
+                    statuses[str(r["status"])] += 1
+                    if answered_ok:
+                        ids["wasted_calls"].append(f"{wf}#{step}@{r['request']}")
+                    if r["status"] == 200 and r.get("delivered", True):
+                        answered_ok = True
+                if not answered_ok and wf in accepted and tr.end_ns(step) is None:
+                    ids["calls_without_success"].append(f"{wf}#{step}")
+        figures["calls"] = {
+            "logical_calls": logical, "requests": attempts,
+            "retry_amplification": round(attempts / logical, 3) if logical else None,
+            "max_requests_per_call": max(per_call, default=0), "statuses": dict(sorted(statuses.items())),
+            "wasted_calls": len(ids["wasted_calls"]),
+        }
+
+    for k, v in ids.items():
+        result.ids[k] = v
+        result.counts[k] = len(v)
+    result.figures.update(figures)

@@ -1,0 +1,141 @@
+"""The contract suite for workflow programs: every adapter runs a program with every stage kind
+against real servers (the flaky API and the application database included), or declares the
+kinds it does not run with a reason and runs the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import ledger, program, registry, scenario
+from harness.contract import SignalClient, stage_support
+from harness.ledger import Follower
+from harness.run import appdb, services
+from harness.run.driver import LiveView
+from harness.run.flaky_api import FlakyApi
+from harness.supervisor import Supervisor
+
+ENGINES = os.environ.get("DURABENCH_ENGINES", "memory,dbos,temporal,temporal-local,celery").split(",")
+WORKFLOWS = 3
+TIMEOUT_S = 90.0
+STAGES: list[dict[str, Any]] = [
+    {"kind": "work", "duration": "10ms"},
+    {"kind": "call", "retry": {"max_attempts": 10, "initial_backoff": "50ms", "max_backoff": "200ms",
+                               "attempt_timeout": "2s"}},
+    {"kind": "parallel", "branches": 2, "program": [{"kind": "work", "duration": "10ms"}, {"kind": "call"}]},
+    {"kind": "sleep", "duration": "1s"},
+    {"kind": "wait_signal", "delay": "200ms", "timeout": "30s"},
+    {"kind": "effect", "idempotency": "none"},
+    {"kind": "effect", "idempotency": "key"},
+]
+API = {"latency": "5ms", "error_rate": 0.3}
+
+pytestmark = pytest.mark.real
+
+
+def _workload(kinds_left_out: set[str]) -> Any:
+    stages = [s for s in STAGES if s["kind"] not in kinds_left_out]
+    for s in stages:  # a branch's call uses the default policy: make it quick
+        for sub in s.get("program", []):
+            if sub["kind"] == "call":
+                sub["retry"] = STAGES[1]["retry"]
+    doc = {"name": "contract", "engines": ["memory"], "workload": {"program": stages, "api": API}}
+    return scenario.parse(doc, "contract").workload.to_workload()
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_adapter_runs_every_stage_kind_or_says_why_not(name: str, tmp_path: Path) -> None:
+    engine = registry.load(name)
+    support = stage_support(engine)
+    unsupported = {kind for kind, why in support.items() if why is not None}
+    for kind in unsupported:
+        why = support[kind]
+        assert why and "\n" not in why, f"{name} must say in one line why it does not run {kind}"
+    assert "work" not in unsupported
+    workload = _workload(unsupported)
+    settings = engine.default_settings(workload, 2)
+    needed = [*engine.services, *(["postgres"] if "postgres" not in engine.services else [])]
+    ledger_dir = tmp_path / "history"
+    ledger_dir.mkdir()
+    with services.running(needed, tmp_path / "logs") as svc:
+        api = FlakyApi({"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.3, "hang_rate": 0.0,
+                        "rate_limit": 0.0, "burst": 0, "seed": 5}, tmp_path, ledger_dir)
+        api.start()
+        try:
+            endpoints = {**svc.endpoints, "flaky_api": api.url}
+            endpoints["app_db"] = appdb.create(svc.endpoints["postgres"], svc.endpoints["postgres"])
+            from harness.contract import EngineContext
+
+            ctx = EngineContext(name, "c0ffee01", endpoints, workload, 2, settings, tmp_path, ledger_dir)
+            engine.prepare(ctx)
+            sup = Supervisor(engine, ctx, 2, 0.5, ledger.Ledger(ledger_dir, "supervisor"))
+            sup.start()
+            try:
+                asyncio.run(_exercise(engine, ctx, workload))
+            finally:
+                sup.stop()
+            appdb.dump(svc.endpoints["postgres"], tmp_path / "effects.json")
+        finally:
+            api.stop()
+    _check(tmp_path, ledger_dir, workload, name)
+
+
+async def _exercise(engine: Any, ctx: Any, workload: Any) -> None:
+    view = LiveView(workload.steps, Follower(ctx.ledger_dir))
+    deadline = time.monotonic() + TIMEOUT_S
+    while {"worker:0", "worker:1"} - view.ready.keys():
+        assert time.monotonic() < deadline, f"workers not ready; logs in {ctx.work_dir / 'logs'}"
+        view.poll()
+        await asyncio.sleep(0.02)
+    client = await engine.open_client(ctx)
+    ids = [f"{ctx.engine}-program-{i}" for i in range(WORKFLOWS)]
+    await asyncio.gather(*(client.submit(wf) for wf in ids))
+    stages = {s["step"]: s for s in program.walk(workload.program)}
+    try:
+        while not all(wf in view.completed for wf in ids):
+            assert time.monotonic() < deadline + TIMEOUT_S, f"not all completed; logs in {ctx.work_dir / 'logs'}"
+            view.poll()
+            while view.new_waits:  # the driver's part: answer each wait with its signal
+                wf, step, _ = view.new_waits.pop(0)
+                assert isinstance(client, SignalClient)
+                await client.signal(wf, stages[step]["signal"], f"{wf}#{step}#1")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+
+
+def _check(tmp_path: Path, ledger_dir: Path, workload: Any, name: str) -> None:
+    from harness import results
+
+    events = ledger.read_dir(ledger_dir)
+    stages = list(program.walk(workload.program))
+    rows = Counter((r["wf"], r["step"]) for r in results.read_json(tmp_path / "effects.json")["rows"])
+    for i in range(WORKFLOWS):
+        wf = f"{name}-program-{i}"
+        mine = [e for e in events if e.get("wf") == wf]
+        for stage in stages:
+            step, kind = stage["step"], stage["kind"]
+            evs = Counter(e["ev"] for e in mine if e.get("step") == step)
+            if kind in ("work", "call", "effect"):
+                assert evs["step_end"] >= 1, (wf, stage)
+            if kind == "call":
+                api = [e for e in mine if e["ev"] == "api_request" and e["step"] == step]
+                assert any(e["status"] == 200 for e in api), (wf, step, api)
+            if kind == "effect":
+                assert rows[(wf, step)] == 1, (wf, step, "applied once, from the application table")
+            if kind == "sleep":
+                due = min(e["due_ns"] for e in mine if e["ev"] == "timer_set" and e["step"] == step)
+                fired = min(e["ns"] for e in mine if e["ev"] == "timer_fired" and e["step"] == step)
+                assert fired >= due, (wf, "timer fired early")
+            if kind == "wait_signal":
+                got = [e for e in mine if e["ev"] == "signal_received" and e["step"] == step]
+                assert got and got[0]["payload"] == f"{wf}#{step}#1"
+            if kind == "parallel":
+                assert {e["branch"] for e in mine if e["ev"] == "branch_end" and e["step"] == step} == {0, 1}
+                assert evs["join"] >= 1
