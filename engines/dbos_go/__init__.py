@@ -16,6 +16,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from engines.dbos_common import (
     run_database_url,
 )
 from harness import gobuild, procs
-from harness.contract import CONFIG_ENV, EngineContext, EngineRecord, Workload
+from harness.contract import CONFIG_ENV, STAGE_KINDS, EngineContext, EngineRecord, Workload
 from harness.errors import UserError
 
 SRC_DIR = Path(__file__).resolve().parent
@@ -41,11 +42,13 @@ SUBMITTER_STOP_TIMEOUT_S = 10.0
 
 
 class GoSubmitter:
-    """A long-lived ``<binary> submit`` process: one workflow id per stdin line, one answer per id.
+    """A long-lived ``<binary> submit`` process: one request per stdin line, one answer per request.
 
-    Answers (``ok <id>`` / ``err <id> <message>``) come back in completion order; each pending
-    submit waits on a future keyed by its id. The process leaves when its stdin closes, so it
-    never outlives the driver; it is also registered with the harness's reaper.
+    A request is a workflow id to enqueue, or ``send<TAB>key<TAB>workflow id<TAB>topic<TAB>payload``
+    (a signal: ``dbos.Send``). Answers (``ok <id|key>`` / ``err <id|key> <message>``) come back in
+    completion order; each pending request waits on a future keyed by its id or key. The process
+    leaves when its stdin closes, so it never outlives the driver; it is also registered with the
+    harness's reaper.
     """
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
@@ -56,6 +59,7 @@ class GoSubmitter:
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
         self._write_lock = asyncio.Lock()
+        self._sends = 0
 
     async def start(self) -> None:
         self._log.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,7 @@ class GoSubmitter:
             if verdict == "ok":
                 fut.set_result(None)
             else:
-                fut.set_exception(RuntimeError(f"dbos-go enqueue of {wf} failed: {message}"))
+                fut.set_exception(RuntimeError(f"dbos-go request {wf} failed: {message}"))
         error = RuntimeError(f"dbos-go submitter exited (code {self._proc.returncode if self._proc else None});"
                              f" see {self._log}")
         for waiters in self._pending.values():
@@ -101,22 +105,36 @@ class GoSubmitter:
         self._pending.clear()
 
     async def submit(self, workflow_id: str) -> None:
+        """Enqueue ``workflow_id``; return once the Go client committed it."""
+        await self._request(workflow_id, workflow_id)
+
+    async def send(self, workflow_id: str, topic: str, payload: str) -> None:
+        """``dbos.Send(client, workflow_id, payload, topic)``; return once committed."""
+        fields = (workflow_id, topic, payload)
+        if any(ch in f for f in fields for ch in "\t\n\r"):
+            raise ValueError(f"dbos-go: a send's fields cannot hold tabs or newlines: {fields!r}")
+        self._sends += 1
+        key = f"send-{self._sends}"
+        await self._request("\t".join(("send", key, *fields)), key)
+
+    async def _request(self, line: str, key: str) -> None:
+        """Write one request line; await the answer line keyed ``key``."""
         proc = self._proc
         if proc is None or proc.stdin is None or self._reader is None or self._reader.done():
             raise RuntimeError(f"dbos-go submitter is not running; see {self._log}")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(workflow_id, []).append(fut)
+        self._pending.setdefault(key, []).append(fut)
         try:
             async with self._write_lock:
-                proc.stdin.write(workflow_id.encode() + b"\n")
+                proc.stdin.write(line.encode() + b"\n")
                 await proc.stdin.drain()
             await fut
         finally:
-            waiters = self._pending.get(workflow_id)
+            waiters = self._pending.get(key)
             if waiters and fut in waiters:  # cancelled before its answer arrived
                 waiters.remove(fut)
                 if not waiters:
-                    del self._pending[workflow_id]
+                    del self._pending[key]
 
     async def close(self) -> None:
         proc = self._proc
@@ -137,7 +155,7 @@ class GoSubmitter:
 
 
 class DbosGoClient:
-    """Submits through the Go submitter process; looks outcomes up with SQL (``engines.dbos_common``)."""
+    """Submits and signals through the Go submitter process; looks outcomes up with SQL (``engines.dbos_common``)."""
 
     def __init__(self, url: str, submitter: GoSubmitter) -> None:
         self._url = url
@@ -146,11 +164,30 @@ class DbosGoClient:
     async def submit(self, workflow_id: str) -> None:
         await self._submitter.submit(workflow_id)
 
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """A ``wait_signal`` stage's signal: ``dbos.Send`` to the workflow on the topic ``name``."""
+        await self._submitter.send(workflow_id, name, payload)
+
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         return await lookup_workflow_status(self._url, workflow_ids)
 
     async def close(self) -> None:
         await self._submitter.close()
+
+
+class PortableDbosClient(DbosClient):
+    """``submitter: python``: ``DBOSClient`` enqueues and sends in the ``portable_json`` format."""
+
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """``DBOSClient.send`` in the portable format: the Go worker's ``dbos.Recv[string]`` cannot read
+        the Python client's default (pickle)."""
+        from dbos import WorkflowSerializationFormat
+
+        def send() -> None:
+            self._client.send(workflow_id, payload, topic=name, idempotency_key=payload,
+                              serialization_type=WorkflowSerializationFormat.PORTABLE)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, send)
 
 
 class DbosGoEngine:
@@ -168,6 +205,9 @@ class DbosGoEngine:
         "application_version": "<hash of the binary's workflows>",
         "executor_id_pattern": "local",
     }
+    # Every stage kind, natively (README "Programs"): steps with step retries, child workflows,
+    # dbos.Sleep, dbos.Recv / Send, dbos.RunAsTransaction on the application database.
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
 
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("psycopg") is None:
@@ -186,6 +226,8 @@ class DbosGoEngine:
             "executor_id_pattern": "durabench-{run_id}-w{worker_index}",
             "submitter": "go",  # "go": Go client in a long-lived process; "python": DBOSClient, portable JSON
             "enqueue_retry_connection_errors": True,  # Go submitter: retry like DBOSClient does (README)
+            "app_db_pool_size": 5,  # per worker: the application database's pool (effect stages), as `dbos`
+            "child_poll_interval_s": 0.05,  # a recovered parallel stage polls its branches (library default 1 s)
         }
 
     def versions(self) -> dict[str, str]:
@@ -218,5 +260,5 @@ class DbosGoEngine:
             return DbosGoClient(url, submitter)
         if kind == "python":
             # portable_json: the cross-language format the Go worker decodes (dbos/serialization.go).
-            return DbosClient(await open_dbos_client(url, ctx.settings), url, ctx.settings, portable=True)
+            return PortableDbosClient(await open_dbos_client(url, ctx.settings), url, ctx.settings, portable=True)
         raise UserError(f"dbos-go: setting submitter must be 'go' or 'python', not {kind!r}")

@@ -4,8 +4,10 @@
 //
 //	worker     a DBOS worker: config from $DURABENCH_WORKER_CONFIG, runs until SIGTERM/SIGKILL
 //	bootstrap  migrate the system database and register the queue once, then exit
-//	submit     a long-lived enqueuer: reads workflow ids on stdin, one per line, and answers one
-//	           line per id on stdout ("ok <id>" or "err <id> <message>"), in completion order
+//	submit     a long-lived client: reads requests on stdin, one per line, a workflow id to enqueue
+//	           or "send\t<key>\t<workflow id>\t<topic>\t<payload>" (dbos.Send), and answers one
+//	           line per request on stdout ("ok <id|key>" or "err <id|key> <message>"), in
+//	           completion order
 //
 // See README.md beside this file.
 package main
@@ -109,7 +111,7 @@ func bootstrap(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("register queue: %w", err)
 	}
-	return nil
+	return migrateApp(ctx, cfg, logger)
 }
 
 func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
@@ -122,7 +124,8 @@ func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx := context.Background()
+	stop, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	// DBOS-Go lets these variables override Config.ExecutorID / ApplicationVersion (dbos.go:
 	// processConfig); the settings decide here, so a stray value cannot break recovery.
@@ -132,7 +135,7 @@ func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 			_ = os.Unsetenv(name)
 		}
 	}
-	dbosCtx, err := dbos.NewContext(context.Background(), dbos.Config{
+	dbosCtx, err := dbos.NewContext(ctx, dbos.Config{
 		AppName:                appName,
 		DatabaseURL:            dbURL,
 		ApplicationVersion:     s.String("application_version"),
@@ -144,26 +147,35 @@ func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("dbos.NewContext: %w", err)
 	}
-	steps := cfg.Workload.Steps
+	app, err := openApp(ctx, cfg, dbosCtx, logger)
+	if err != nil {
+		return err
+	}
+	if app != nil {
+		defer app.pool.Close()
+	}
+	p := &programRunner{runner: runner, app: app, resultPoll: s.Duration("child_poll_interval_s")}
+	// A DBOS-Go step is a closure: the previous step's output (payload) is in its scope, as an
+	// argument would be; DBOS records step outputs, not step inputs (in Python too).
 	workflow := func(ctx dbos.Context, _ string) (string, error) {
 		wf, err := dbos.GetWorkflowID(ctx)
 		if err != nil {
 			return "", err
 		}
-		// A DBOS-Go step is a closure: the previous step's output (payload) is in its scope, as
-		// an argument would be; DBOS records step outputs, not step inputs (in Python too).
-		payload := ""
-		for index := range steps {
-			payload, err = dbos.RunAsStep(ctx, func(stepCtx context.Context) (string, error) {
-				// DBOS keeps no step attempt counter across a crash: attempt is null, the ledger counts.
-				return runner.Run(stepCtx, wf, index, nil)
-			}, dbos.WithStepName(stepName))
-			if err != nil {
-				return "", err
-			}
-		}
-		return payload, nil
+		return p.run(ctx, wf, cfg.Workload.Program)
 	}
+	// A parallel stage's branch: a child workflow (registered like the workflow, recovered like it).
+	p.branch = func(ctx dbos.Context, in branchInput) (string, error) {
+		branches := runner.Stages[in.Parallel].Branches
+		runner.BranchStart(in.Wf, in.Parallel, in.Branch)
+		out, err := p.run(ctx, in.Wf, branches[in.Branch])
+		if err != nil {
+			return "", err
+		}
+		runner.BranchEnd(in.Wf, in.Parallel, in.Branch)
+		return out, nil
+	}
+	dbos.RegisterWorkflow(dbosCtx, p.branch, dbos.WithWorkflowName(branchName))
 	dbos.RegisterWorkflow(dbosCtx, workflow, dbos.WithWorkflowName(workflowName))
 	// Launch recovers this executor id's PENDING workflows (re-enqueues them), then starts the
 	// queue runner, whose first pass lists the database-backed queues and starts polling them.
@@ -183,7 +195,7 @@ func serve(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	return nil
 }
 
-// submit serves enqueue requests: one id per stdin line, one answer per id on stdout.
+// submit serves enqueue and send requests: one per stdin line, one answer per request on stdout.
 // Requests run concurrently (a goroutine each), bounded by the client's connection pool.
 func submit(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	s := cfg.Settings
@@ -220,11 +232,42 @@ func submit(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 	var wg sync.WaitGroup
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 64*1024), 1024*1024)
+	fail := func(key string, err error) {
+		msg := strings.ReplaceAll(err.Error(), "\n", " ")
+		var dbosErr *dbos.Error
+		if errors.As(err, &dbosErr) {
+			msg = dbosErr.Code.String() + ": " + msg
+		}
+		answer("err " + key + " " + msg)
+	}
 	for in.Scan() {
-		id := strings.TrimSpace(in.Text())
-		if id == "" {
+		line := strings.TrimSpace(in.Text())
+		if line == "" {
 			continue
 		}
+		if fields := strings.Split(line, "\t"); fields[0] == "send" {
+			// send<TAB>key<TAB>workflow id<TAB>topic<TAB>payload: a wait_signal stage's signal.
+			if len(fields) != 5 {
+				answer("err " + line + " malformed send request")
+				continue
+			}
+			key, wf, topic, payload := fields[1], fields[2], fields[3], fields[4]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// One INSERT into dbos.notifications, committed before the answer; the workflow's
+				// dbos.Recv on topic consumes it. No retry here: the driver retries a failed send
+				// with a fresh payload. The payload (unique per send) is the idempotency key, as
+				// in the Python adapter's DBOSClient.send.
+				if err := dbos.Send(client, wf, payload, topic, dbos.WithIdempotencyKey(payload)); err != nil {
+					fail(key, err)
+					return
+				}
+				answer("ok " + key)
+			}()
+			continue
+		}
+		id := line
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -241,12 +284,7 @@ func submit(cfg *durabench.WorkerConfig, logger *slog.Logger) error {
 				err = enqueue(id)
 			}
 			if err != nil {
-				msg := strings.ReplaceAll(err.Error(), "\n", " ")
-				var dbosErr *dbos.Error
-				if errors.As(err, &dbosErr) {
-					msg = dbosErr.Code.String() + ": " + msg
-				}
-				answer("err " + id + " " + msg)
+				fail(id, err)
 				return
 			}
 			answer("ok " + id)

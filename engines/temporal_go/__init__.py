@@ -12,6 +12,7 @@ Imports nothing from temporalio at import time (``durabench engines`` works with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import util
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 from engines import goworkers, temporal_common
 from engines.temporal_common import PLUMBING_SETTINGS, TemporalClient, plan_fields, workflow_settings
 from harness import gobuild
-from harness.contract import EngineContext, Workload
+from harness.contract import STAGE_KINDS, EngineContext, Workload
 
 SRC_DIR = Path(__file__).resolve().parent
 BINARY = "temporal_go"  # harness.gobuild names a binary after its source directory
@@ -33,8 +34,8 @@ class TemporalGoEngine:
     )
     services: ClassVar[tuple[str, ...]] = ("temporal",)
     local_activities: ClassVar[bool] = False
-    # integration cost (harness/integration.py): the workflow and its activity
-    workflow_code: ClassVar[tuple[str, ...]] = ("main.go:DurabenchWorkflow,Step",)
+    # integration cost (harness/integration.py): the workflow (its program interpreter) and its activity
+    workflow_code: ClassVar[tuple[str, ...]] = ("program.go:Workflow,run,Step",)
     changed_defaults: ClassVar[dict[str, Any]] = {
         "activity_start_to_close_s": None,  # required: no default
         "workflow_task_timeout_s": 10.0,
@@ -46,6 +47,10 @@ class TemporalGoEngine:
         "workflow_task_pollers": 2,
         "activity_task_pollers": 2,
     }
+    # Every stage kind, natively (README "Programs"): activities (or local activities) with
+    # RetryPolicy and NextRetryDelay, workflow.Go + WaitGroup, workflow.Sleep, signal channels in a
+    # Selector with a timer, an activity that inserts into the application database.
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
 
     def unavailable_reason(self) -> str | None:
         if util.find_spec("temporalio") is None:
@@ -69,6 +74,10 @@ class TemporalGoEngine:
             "activity_task_pollers": 5,  # Go SDK default 2
             "eager_activity_execution": True,  # Go SDK default
             "no_remote_activities": self.local_activities,  # Go: LocalActivityWorkerOnly
+            # Go SDK: a local activity's ScheduleToCloseTimeout defaults to its StartToCloseTimeout, which
+            # ends retries after one attempt's time; an hour lets the retry policy decide (README)
+            "local_activity_schedule_to_close_s": 3600.0,
+            "app_db_pool_size": 5,  # per worker: the application database's pgx pool (effect stages)
             # harness plumbing (no effect on measured latency)
             **PLUMBING_SETTINGS,
         }
@@ -90,8 +99,11 @@ class TemporalGoEngine:
         return [str(gobuild.build(SRC_DIR, BINARY))]
 
     async def open_client(self, ctx: EngineContext) -> TemporalClient:
-        # The Go worker decodes the JSON object into its Plan struct (the same fields as Python's Plan).
-        return await temporal_common.open_client(ctx, WORKFLOW_NAME, plan_fields(ctx.workload, ctx.settings))
+        # The Go worker decodes the JSON object into its Plan struct (the same fields as Python's Plan,
+        # the program included, plus the local activities' overall timeout); signals: TemporalClient.
+        plan = {**plan_fields(ctx.workload, ctx.settings),
+                "local_schedule_to_close_s": float(ctx.settings["local_activity_schedule_to_close_s"])}
+        return await temporal_common.open_client(ctx, WORKFLOW_NAME, plan)
 
 
 class TemporalGoPgEngine(TemporalGoEngine):

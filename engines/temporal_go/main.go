@@ -21,7 +21,6 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 )
@@ -32,8 +31,9 @@ const (
 	retryPause   = 100 * time.Millisecond // between readiness probes
 )
 
-// Plan is the workflow input, the JSON the client sends: how many steps and how to call them
-// (the run's settings), the same fields as engines/temporal/workflow.py's Plan.
+// Plan is the workflow input, the JSON the client sends: how to run work and effect activities
+// (the run's settings) and the program's stages, the same fields as engines/temporal/workflow.py's
+// Plan.
 type Plan struct {
 	Steps                   int     `json:"steps"`
 	Local                   bool    `json:"local"`
@@ -42,54 +42,13 @@ type Plan struct {
 	RetryBackoffCoefficient float64 `json:"retry_backoff_coefficient"`
 	RetryMaximumIntervalS   float64 `json:"retry_maximum_interval_s"`
 	RetryMaximumAttempts    int32   `json:"retry_maximum_attempts"`
+	// Set by this adapter only (engines/temporal_go/__init__.py): a local activity's overall timeout.
+	LocalScheduleToCloseS float64 `json:"local_schedule_to_close_s"`
+	// The compiled program (docs/engines.md "Workflow programs"); Steps is its number of stages.
+	Program []durabench.Stage `json:"program"`
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-// DurabenchWorkflow runs plan.Steps steps in order, each getting the previous step's payload
-// (step 0 gets "") and returning the next; it returns the last payload.
-func DurabenchWorkflow(ctx workflow.Context, plan Plan) (string, error) {
-	retry := &temporal.RetryPolicy{
-		InitialInterval:    seconds(plan.RetryInitialIntervalS),
-		BackoffCoefficient: plan.RetryBackoffCoefficient,
-		MaximumInterval:    seconds(plan.RetryMaximumIntervalS),
-		MaximumAttempts:    plan.RetryMaximumAttempts,
-	}
-	timeout := seconds(plan.StartToCloseS)
-	if plan.Local {
-		ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-			StartToCloseTimeout: timeout, RetryPolicy: retry,
-		})
-	} else {
-		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: timeout, RetryPolicy: retry,
-		})
-	}
-	payload := ""
-	for step := range plan.Steps {
-		var future workflow.Future
-		if plan.Local {
-			future = workflow.ExecuteLocalActivity(ctx, stepActivity, step, payload)
-		} else {
-			future = workflow.ExecuteActivity(ctx, stepActivity, step, payload)
-		}
-		if err := future.Get(ctx, &payload); err != nil {
-			return "", err
-		}
-	}
-	return payload, nil
-}
-
-// steps holds the step body (the ledger) for the activity.
-type steps struct{ runner *durabench.StepRunner }
-
-// Step is the activity: the shared step body, attempt = Temporal's attempt counter. payload is
-// the previous step's output, carried through the workflow's history as the activity's input.
-func (a *steps) Step(ctx context.Context, index int, payload string) (string, error) {
-	info := activity.GetInfo(ctx)
-	attempt := int(info.Attempt)
-	return a.runner.Run(ctx, info.WorkflowExecution.ID, index, &attempt)
-}
 
 func main() {
 	started := time.Now()
@@ -153,8 +112,19 @@ func serve(cfg *durabench.WorkerConfig, started time.Time) error {
 		LocalActivityWorkerOnly:                 s.Bool("no_remote_activities"),
 		DisableRegistrationAliasing:             true,
 	})
-	w.RegisterWorkflowWithOptions(DurabenchWorkflow, workflow.RegisterOptions{Name: workflowName})
-	w.RegisterActivityWithOptions((&steps{runner: runner}).Step, activity.RegisterOptions{Name: stepActivity})
+	pool, err := openApp(cfg)
+	if err != nil {
+		return err
+	}
+	if pool != nil {
+		defer pool.Close()
+	}
+	in := &interpreter{runner: runner, program: cfg.Workload.Program}
+	acts := &activities{runner: runner, pool: pool}
+	w.RegisterWorkflowWithOptions(in.Workflow, workflow.RegisterOptions{Name: workflowName})
+	w.RegisterActivityWithOptions(acts.Step, activity.RegisterOptions{Name: stepActivity})
+	w.RegisterActivityWithOptions(acts.Call, activity.RegisterOptions{Name: callActivity})
+	w.RegisterActivityWithOptions(acts.Effect, activity.RegisterOptions{Name: effectActivity})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker start: %w", err)
 	}

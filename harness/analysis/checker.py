@@ -23,7 +23,8 @@ Workflow programs (harness/program.py) add, per stage kind, with ids ``<wf>#<ste
   (``effects_duplicated``; ``effect_extra_applications`` rows beyond the first), or never for a
   workflow that went past the stage (``effects_missing``);
 - **timers**: due at the earliest ``timer_set.due_ns``, fired at the first ``timer_fired``; fired
-  before due is a violation (``timers_early``); lateness = fired - due, a distribution;
+  more than 1 ms (``TIMER_RESOLUTION_MS``, the resolution of deadlines stored in milliseconds) before
+  due is a violation (``timers_early``); lateness = fired - due, a distribution;
 - **signals**: sent ok by the driver but never received (``signals_lost``, a timeout after a
   successful send included), or more than one distinct payload received (``signals_duplicated``);
   signal-to-resume latency = first receipt - the first successful send's start;

@@ -15,6 +15,10 @@ from harness.contract import EngineRecord
 if TYPE_CHECKING:
     from harness.analysis.checker import CheckResult, WorkflowTrace
 
+# Deadlines are stored at millisecond resolution by some engines (DBOS-Go checkpoints a sleep's wake-up
+# time as deadline.UnixMilli(), rounded down): a fire less than this before due is that resolution,
+# not an early timer. Lateness values keep the exact difference.
+TIMER_RESOLUTION_MS = 1.0
 NEW_IDS = ("effects_duplicated", "effects_missing", "timers_early", "signals_lost", "signals_duplicated",
            "signals_timed_out", "branches_missing", "branches_duplicated", "wasted_calls", "calls_without_success")
 
@@ -96,7 +100,7 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
                 set_ns = min(r["ns"] for r in sets)
                 due = min(int(r["due_ns"]) for r in sets)
                 late_ms = (fires[0] - due) / 1e6
-                if late_ms < 0:
+                if late_ms < -TIMER_RESOLUTION_MS:
                     ids["timers_early"].append(f"{wf}#{step}")
                 lateness.append(late_ms)
                 if any(start <= fires[0] and end >= set_ns for start, end in fault_windows or []):

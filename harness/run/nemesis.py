@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,12 @@ from harness.run.proxy import Proxy
 from harness.run.services import Services
 from harness.scenario import LINK_FAULTS, STORE_FAULTS, FaultSpec, fault_targets
 from harness.supervisor import Supervisor
+
+# Store restarts run on this thread, which lives as long as the harness: a child's PDEATHSIG fires
+# when the *thread* that started it ends (harness/procs.py), and asyncio's default executor ends its
+# threads with the event loop, which killed a restarted store before the run read it again (the
+# application database's effects, after the load's loop).
+_RESTART_THREAD = ThreadPoolExecutor(1, thread_name_prefix="store-restart")
 
 
 def resolve_service(target: str, services: tuple[str, ...], engine: str) -> str:
@@ -210,7 +217,8 @@ class Nemesis:
             self._start(inst, service=name, clean=inst.spec.clean, workers=[], **extra)
             # shielded: a final heal must not leave the store half restarted
             t0 = time.monotonic()
-            await asyncio.shield(asyncio.to_thread(svc.restart, inst.spec.clean))
+            restart = asyncio.get_running_loop().run_in_executor(_RESTART_THREAD, svc.restart, inst.spec.clean)
+            await asyncio.shield(restart)
             self._end(inst, "restarted" + (" cleanly" if inst.spec.clean else " after SIGKILL"),
                       **({} if self.containers is None else {"restart_ms": round((time.monotonic() - t0) * 1e3, 1)}))
 

@@ -59,11 +59,14 @@ def test_timer_fired_early_is_a_violation_and_lateness_a_distribution() -> None:
     h.submit("early", 0)
     h.add("timer_set", 5, src="worker:0", wf="early", step=0, due_ns=T0 + 1005 * MS)
     h.add("timer_fired", 900, src="worker:0", wf="early", step=0)
+    h.submit("ms", 0)  # a deadline stored in whole milliseconds (DBOS-Go): 0.6 ms early is its resolution
+    h.add("timer_set", 5, src="worker:0", wf="ms", step=0, due_ns=T0 + 1005 * MS)
+    h.add("timer_fired", 1004.4, src="worker:0", wf="ms", step=0)
     result = run(h, prog, windows=[(T0 + 500 * MS, T0 + 600 * MS)])
     assert result.ids["timers_early"] == ["early#0"]
     timers = result.figures["timers"]
-    assert sorted(timers["lateness_values_ms"]) == [-105.0, 250.0]  # the earliest due counts
-    assert timers["lateness_across_faults_ms"]["count"] == 2  # both spanned the fault window
+    assert sorted(timers["lateness_values_ms"]) == [-105.0, -0.6, 250.0]  # the earliest due counts
+    assert timers["lateness_across_faults_ms"]["count"] == 3  # all spanned the fault window
     assert not result.correct
 
 

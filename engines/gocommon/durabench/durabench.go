@@ -7,7 +7,6 @@
 package durabench
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,11 +19,13 @@ import (
 // ConfigEnv names the environment variable holding the path of the worker's JSON config.
 const ConfigEnv = "DURABENCH_WORKER_CONFIG"
 
-// Workload is harness.contract.Workload.
+// Workload is harness.contract.Workload: Program is the compiled list of stages (program.go); a
+// config without one (written before programs) means the shorthand's chain of work stages.
 type Workload struct {
 	Steps         int     `json:"steps"`
 	StepDurationS float64 `json:"step_duration_s"`
 	PayloadBytes  int     `json:"payload_bytes"`
+	Program       []Stage `json:"program"`
 }
 
 // WorkerConfig is harness.contract.WorkerConfig.
@@ -52,6 +53,12 @@ func LoadConfig() (*WorkerConfig, error) {
 	var cfg WorkerConfig
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(cfg.Workload.Program) == 0 {
+		cfg.Workload.Program = chain(cfg.Workload)
+	}
+	if err := validate(cfg.Workload.Program); err != nil {
+		return nil, fmt.Errorf("%s: workload.program: %w", path, err)
 	}
 	return &cfg, nil
 }
@@ -142,16 +149,6 @@ type readyRecord struct {
 	Pid int    `json:"pid"`
 }
 
-type stepRecord struct {
-	Ev      string `json:"ev"`
-	Ns      int64  `json:"ns"`
-	Src     string `json:"src"`
-	Pid     int    `json:"pid"`
-	Wf      string `json:"wf"`
-	Step    int    `json:"step"`
-	Attempt *int   `json:"attempt"`
-}
-
 func (l *Ledger) write(record any) {
 	line, err := json.Marshal(record)
 	if err != nil {
@@ -169,43 +166,23 @@ func (l *Ledger) Ready() {
 	l.write(readyRecord{Ev: "ready", Ns: time.Now().UnixNano(), Src: l.src, Pid: l.pid})
 }
 
-// Step records a step_start or step_end.
-func (l *Ledger) Step(ev, wf string, step int, attempt *int) {
-	l.write(stepRecord{Ev: ev, Ns: time.Now().UnixNano(), Src: l.src, Pid: l.pid, Wf: wf, Step: step, Attempt: attempt})
-}
+// Fields are a record's fields beyond ev, ns, src, pid, wf and step (docs/engines.md, "Ledger
+// records of programs").
+type Fields map[string]any
 
-// StepRunner is harness.workload.StepRunner: the step body every engine runs.
-type StepRunner struct {
-	Ledger   *Ledger
-	Workload Workload
-	payload  string
-}
-
-// NewStepRunner opens the ledger of this worker.
-func NewStepRunner(cfg *WorkerConfig) (*StepRunner, error) {
-	ledger, err := OpenLedger(cfg.LedgerDir, cfg.WorkerID)
-	if err != nil {
-		return nil, err
+// Record appends one record of workflow wf's stage step and returns its time (ns).
+func (l *Ledger) Record(ev, wf string, step int, fields Fields) int64 {
+	ns := time.Now().UnixNano()
+	record := make(map[string]any, len(fields)+6)
+	for k, v := range fields {
+		record[k] = v
 	}
-	return &StepRunner{Ledger: ledger, Workload: cfg.Workload, payload: strings.Repeat("x", cfg.Workload.PayloadBytes)}, nil
+	record["ev"], record["ns"], record["src"], record["pid"], record["wf"], record["step"] = ev, ns, l.src, l.pid, wf, step
+	l.write(record)
+	return ns
 }
 
-// Ready signals that this worker takes work.
-func (r *StepRunner) Ready() { r.Ledger.Ready() }
-
-// Run executes one step: step_start, sleep step_duration_s, step_end; returns the payload for
-// the next step. A cancelled ctx ends the sleep without a step_end (the step did not finish).
-func (r *StepRunner) Run(ctx context.Context, wf string, step int, attempt *int) (string, error) {
-	r.Ledger.Step("step_start", wf, step, attempt)
-	if r.Workload.StepDurationS > 0 {
-		timer := time.NewTimer(time.Duration(r.Workload.StepDurationS * float64(time.Second)))
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-			return "", ctx.Err()
-		}
-	}
-	r.Ledger.Step("step_end", wf, step, attempt)
-	return r.payload, nil
+// Step records a step_start or step_end (attempt nil: the engine has no attempt counter).
+func (l *Ledger) Step(ev, wf string, step int, attempt *int) int64 {
+	return l.Record(ev, wf, step, Fields{"attempt": attempt})
 }
