@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from harness import procs
 from harness.contract import CONFIG_ENV, Engine, EngineContext, WorkerConfig
@@ -59,9 +60,17 @@ class Supervisor:
         self.restart_delay_s = restart_delay_s
         self.ledger = ledger
         self.stopping = threading.Event()
-        self.slots = [_Slot(self, i) for i in range(count)]
+        self.slots = [self._slot(i) for i in range(count)]
         self._config_dir = ctx.work_dir / "workers"
         self._config_dir.mkdir(parents=True, exist_ok=True)
+
+    def _slot(self, index: int) -> Any:
+        """The thread that keeps worker ``index`` running (a deployment other than processes overrides it)."""
+        return _Slot(self, index)
+
+    def endpoints(self) -> dict[str, str]:
+        """The servers' endpoints as the workers reach them."""
+        return self.ctx.endpoints
 
     def config(self, index: int) -> WorkerConfig:
         return WorkerConfig(
@@ -69,7 +78,7 @@ class Supervisor:
             run_id=self.ctx.run_id,
             worker_id=f"worker:{index}",
             worker_index=index,
-            endpoints=self.ctx.endpoints,
+            endpoints=self.endpoints(),
             workload=self.ctx.workload,
             settings=self.ctx.settings,
             ledger_dir=str(self.ctx.ledger_dir),
@@ -98,15 +107,16 @@ class Supervisor:
         for slot in self.slots:
             slot.wait_started()
 
-    def kill(self, index: int) -> int | None:
-        """SIGKILL worker ``index``'s whole process group; the slot restarts it. Returns its pid."""
+    def kill(self, index: int) -> int | str | None:
+        """SIGKILL worker ``index``'s whole process group; the slot restarts it. Returns its pid (a
+        container deployment: the container's name), None when it was not running."""
         proc = self.slots[index].proc
         if proc is None or proc.poll() is not None:
             return None
         procs.kill_group(proc)
         return proc.pid
 
-    def pause(self, index: int) -> int | None:
+    def pause(self, index: int) -> int | str | None:
         """SIGSTOP worker ``index``'s process group (a gray failure). Returns its pid."""
         proc = self.slots[index].proc
         if proc is None or proc.poll() is not None:

@@ -40,10 +40,11 @@ from typing import Any
 import yaml
 
 from harness import dockerhost
-from harness.contract import CONFIG_ENV, Engine, EngineContext, WorkerConfig
+from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
 from harness.run import services
+from harness.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -438,41 +439,28 @@ class _Slot(threading.Thread):
         self._started.wait()
 
 
-class ContainerSupervisor:
+class ContainerSupervisor(Supervisor):
     """K worker containers with stable identities, restarted (same container) after they exit: the
     ``harness.supervisor.Supervisor`` of deploy: containers."""
 
     def __init__(self, engine: Engine, ctx: EngineContext, count: int, restart_delay_s: float, ledger: Ledger,
                  stack: Stack) -> None:
-        self.engine = engine
-        self.ctx = ctx
-        self.count = count
-        self.restart_delay_s = restart_delay_s
-        self.ledger = ledger
         self.stack = stack
-        self.stopping = threading.Event()
-        self.slots = [_Slot(self, i) for i in range(count)]
-        self._config_dir = ctx.work_dir / "workers"
-        self._config_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(engine, ctx, count, restart_delay_s, ledger)
+
+    def _slot(self, index: int) -> _Slot:
+        return _Slot(self, index)
+
+    def endpoints(self) -> dict[str, str]:
+        return dict(self.stack.services.inner_endpoints)  # service names on the run's Docker network
 
     def config_path(self, index: int) -> Path:
-        path = self._config_dir / f"worker-{index}.json"
-        WorkerConfig(engine=self.ctx.engine, run_id=self.ctx.run_id, worker_id=f"worker:{index}", worker_index=index,
-                     endpoints=self.stack.services.inner_endpoints, workload=self.ctx.workload,
-                     settings=self.ctx.settings, ledger_dir=str(self.ctx.ledger_dir)).dump(path)
+        path = super().config_path(index)
+        self.config(index).dump(path)
         return path
 
     def argv(self, index: int) -> list[str]:
         return container_argv(self.engine.worker_command(self.ctx, index))
-
-    def log_path(self, index: int) -> Path:
-        return self.ctx.work_dir / "logs" / f"worker-{index}.log"
-
-    def start(self) -> None:
-        for slot in self.slots:
-            slot.start()
-        for slot in self.slots:
-            slot.wait_started()
 
     def _container(self, index: int) -> Any:
         return self.slots[index].container

@@ -70,7 +70,7 @@ class Instance:
 
 
 class Nemesis:
-    def __init__(self, faults: list[FaultSpec], supervisor: Supervisor | ContainerSupervisor, ledger: Ledger,
+    def __init__(self, faults: list[FaultSpec], supervisor: Supervisor, ledger: Ledger,
                  view: LiveView,
                  services: Services | None = None, proxies: dict[str, Proxy] | None = None,
                  engine: str = "", load_end_s: float = 0.0, containers: Stack | None = None) -> None:

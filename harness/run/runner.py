@@ -354,7 +354,7 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
 
 
 async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Progress, svc: Any,
-                      proxies: dict[str, Proxy], sup: Supervisor | containers.ContainerSupervisor, view: LiveView,
+                      proxies: dict[str, Proxy], sup: Supervisor, view: LiveView,
                       harness_ledger: Ledger, nem_ledger: Ledger, stack: containers.Stack | None = None) -> None:
     # -- cost and floors (harness/run/resources.py, harness/run/floors.py): sampler from here to the end
     sampler = None
@@ -458,7 +458,7 @@ async def _idle_window(idle_s: float, ledger: Ledger, sampler: resources.Sampler
         await asyncio.to_thread(statements.close, "idle")
 
 
-async def _wait_ready(view: LiveView, sup: Supervisor | containers.ContainerSupervisor, timeout_s: float) -> None:
+async def _wait_ready(view: LiveView, sup: Supervisor, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     wanted = {f"worker:{i}" for i in range(sup.ctx.workers)}  # remote workers too (workers.remote)
     while not wanted <= view.ready.keys():
