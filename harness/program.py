@@ -188,6 +188,17 @@ def backoff_s(retry: dict[str, Any], failed_attempts: int) -> float:
     return min(delay, float(retry["max_backoff_s"]))
 
 
+def next_retry_delay_s(retry: dict[str, Any], failed_attempts: int, retry_after_s: float | None) -> float | None:
+    """The delay an engine that takes one explicit next-retry delay (Temporal's ``next_retry_delay``,
+    which replaces the retry policy's own) should ask for after ``failed_attempts`` attempts, the last
+    answered with ``retry_after_s``: the larger of Retry-After and the policy's backoff, so honouring
+    the server never retries sooner than the policy would. None without a Retry-After: the policy
+    applies unchanged."""
+    if not retry_after_s:
+        return None
+    return max(float(retry_after_s), backoff_s(retry, failed_attempts))
+
+
 # -- one call attempt to the flaky API
 
 

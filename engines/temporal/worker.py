@@ -27,7 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from engines.temporal.workflow import CALL_ACTIVITY, EFFECT_ACTIVITY, STEP_ACTIVITY, DurabenchWorkflow
 from engines.temporal_common import connect, frontend, retry_until, task_queue
 from harness.contract import WorkerConfig
-from harness.program import CallFailed
+from harness.program import CallFailed, next_retry_delay_s
 from harness.workload import StepRunner, set_workflow_recorder
 
 log = logging.getLogger("durabench.temporal.worker")
@@ -54,13 +54,15 @@ def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Wo
     @activity.defn(name=CALL_ACTIVITY)
     async def call(index: int) -> str:
         """One attempt at the flaky API; a failed attempt raises for the stage's RetryPolicy, a 429
-        with ``next_retry_delay`` = its Retry-After (honoured by the server's retry timer)."""
+        with ``next_retry_delay`` = max(Retry-After, the policy's backoff for this attempt), honoured
+        by the server's retry timer. ``next_retry_delay`` replaces the policy's delay, so Retry-After
+        alone could retry sooner than the policy (as temporal-go does, engines/temporal_go/program.go)."""
         info = activity.info()
         assert info.workflow_id is not None
         try:
             return await runner.acall(info.workflow_id, index, info.attempt)
         except CallFailed as exc:
-            delay = exc.outcome.retry_after_s
+            delay = next_retry_delay_s(runner.stages[index]["retry"], info.attempt, exc.outcome.retry_after_s)
             raise ApplicationError(str(exc), type="FlakyApi" + str(exc.outcome.status),
                                    next_retry_delay=timedelta(seconds=delay) if delay else None) from None
 

@@ -7,7 +7,7 @@ worker (``engines.temporal.worker``) and are called by their registered names:
 - ``work`` / ``call`` / ``effect``: an activity each (``temporal``) or a local activity
   (``temporal-local``); a call's RetryPolicy comes from its stage (initial interval, backoff
   coefficient, maximum interval, maximum attempts) and the activity raises ``ApplicationError``
-  with ``next_retry_delay`` = Retry-After on a 429;
+  with ``next_retry_delay`` = max(Retry-After, the policy's backoff) on a 429;
 - ``parallel``: the branches as concurrent coroutines joined with ``asyncio.gather``;
 - ``sleep``: ``workflow.sleep``, a durable server-side timer;
 - ``wait_signal``: a signal handler plus ``workflow.wait_condition`` with the stage's timeout.

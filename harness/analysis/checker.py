@@ -21,15 +21,19 @@ Workflow programs (harness/program.py) add, per stage kind, with ids ``<wf>#<ste
   is a duplicate only if some earlier one did not fail explicitly (it ended, or a crash cut it);
 - **effects** counted from the application table's dump (``effects.json``): applied more than once
   (``effects_duplicated``; ``effect_extra_applications`` rows beyond the first), or never for a
-  workflow that went past the stage (``effects_missing``);
+  workflow that went past the stage (``effects_missing``); when the dump failed, not measured
+  (nothing counted);
 - **timers**: due at the earliest ``timer_set.due_ns``, fired at the first ``timer_fired``; fired
   more than 1 ms (``TIMER_RESOLUTION_MS``, the resolution of deadlines stored in milliseconds) before
   due is a violation (``timers_early``); lateness = fired - due, a distribution;
-- **signals**: sent ok by the driver but never received (``signals_lost``, a timeout after a
-  successful send included), or more than one distinct payload received (``signals_duplicated``);
+- **signals**: sent ok by the driver and never received though the wait is over (``signals_lost``:
+  it timed out or ended, or the workflow completed or failed); still waiting at the end of the run
+  is ``signals_undelivered``, not a loss; more than one distinct payload received (``signals_duplicated``);
   signal-to-resume latency = first receipt - the first successful send's start;
 - **branches**: the workflow went past the join while a branch had not ended (``branches_missing``,
-  ids ``<wf>#<step>.<branch>``), or a branch ended more than once (``branches_duplicated``);
+  ids ``<wf>#<step>.<branch>``), or a branch's work ran twice: every step of it re-executed by
+  the duplicated-step rule (``branches_duplicated``); more than one ``branch_end`` record, which
+  workflow code may legitimately write twice, is only ``branch_records_repeated``;
 - **calls**, from the flaky API's own log (``api_request``): retry amplification = requests /
   logical calls (a (workflow, call stage) that reached the API); a **wasted call** is a request made
   after an earlier request of the same call had been answered 200 and delivered: its result was

@@ -164,15 +164,22 @@ def _judge(limit: _Limit, bound: float, sums: list[dict[str, Any]], engine: str)
     return GateResult(engine, gate, "pass" if ok else "fail", text)
 
 
+def _not_measured(sums: list[dict[str, Any]]) -> str:
+    """"; effects not measured (why)" when a repetition's effects check had no table to read."""
+    why = [e["not_measured"] for s in sums if (e := (s.get("program") or {}).get("effects"))
+           and e.get("measured") is False]
+    return f"; effects not measured ({why[0]})" if why else ""
+
+
 def _violations(sums: list[dict[str, Any]], engine: str) -> GateResult:
     bad = [s for s in sums if s.get("verdict") != "correct"]
     if not bad:
         return GateResult(engine, "violations", "pass", "the checker found no anomaly"
-                          + (f" in {len(sums)} repetitions" if len(sums) > 1 else ""))
+                          + (f" in {len(sums)} repetitions" if len(sums) > 1 else "") + _not_measured(sums))
     keys = ("lost", "unexpected", "missing_steps", "replayed_completed_steps")  # checker.CheckResult.correct
     counts = ", ".join(f"{max(int(s.get(k) or 0) for s in bad)} {k.replace('_', ' ')}" for k in keys)
     where = f" in {len(bad)} of {len(sums)} repetitions" if len(sums) > 1 else ""
-    return GateResult(engine, "violations", "fail", f"checker anomalies{where}: {counts}")
+    return GateResult(engine, "violations", "fail", f"checker anomalies{where}: {counts}{_not_measured(sums)}")
 
 
 def engine_names(summaries: Sequence[dict[str, Any]]) -> list[str]:

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 from harness.contract import EngineRecord
+from harness.program import STEP_KINDS
 
 if TYPE_CHECKING:
     from harness.analysis.checker import CheckResult, WorkflowTrace
@@ -19,8 +20,10 @@ if TYPE_CHECKING:
 # time as deadline.UnixMilli(), rounded down): a fire less than this before due is that resolution,
 # not an early timer. Lateness values keep the exact difference.
 TIMER_RESOLUTION_MS = 1.0
-NEW_IDS = ("effects_duplicated", "effects_missing", "timers_early", "signals_lost", "signals_duplicated",
-           "signals_timed_out", "branches_missing", "branches_duplicated", "wasted_calls", "calls_without_success")
+NEW_IDS = ("effects_duplicated", "effects_missing", "timers_early", "signals_lost", "signals_undelivered",
+           "signals_duplicated", "signals_timed_out", "branches_missing", "branches_duplicated",
+           "branch_records_repeated", "wasted_calls", "calls_without_success")
+EFFECT_COUNTS = ("effects_duplicated", "effects_missing")  # null in summary.json when the table was not read
 
 
 def _pct(values: list[float]) -> dict[str, float | int | None]:
@@ -49,9 +52,16 @@ def _walk(program: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int | Non
     return out
 
 
+def _step_stages(seq: list[dict[str, Any]]) -> list[int]:
+    """The steps of the stages run as engine steps (work, call, effect) in a branch, nested ones included."""
+    return [stage["step"] for stage, _ in _walk(seq) if stage["kind"] in STEP_KINDS]
+
+
 def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: list[dict[str, Any]],
                   engine: dict[str, EngineRecord], effects: list[dict[str, Any]] | None,
-                  fault_windows: list[tuple[int, int]] | None = None) -> None:
+                  fault_windows: list[tuple[int, int]] | None = None, effects_error: str | None = None) -> None:
+    """``effects``: the application table's rows, None when they could not be read (``effects_error``
+    says why): the effects check is then not measured and counts nothing."""
     ids: dict[str, list[str]] = {k: [] for k in NEW_IDS}
     stages = _walk(program)
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -62,9 +72,14 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
     figures: dict[str, Any] = {"stage_kinds": sorted(by_kind)}
 
     # -- effects, from the application table
-    if by_kind.get("effect"):
+    if by_kind.get("effect") and effects is None:  # no evidence: judge nothing (never "all missing")
+        figures["effects"] = {"idempotency": sorted({s["idempotency"] for s in by_kind["effect"]}),
+                              "measured": False, "not_measured": effects_error or "the table was not read",
+                              "rows": None, "extra_applications": None, "deduplicated_by_key": None,
+                              "table_read": False}
+    elif by_kind.get("effect"):
         rows: Counter[tuple[str, int]] = Counter()
-        for row in effects or []:
+        for row in effects or ():
             rows[(row["wf"], int(row["step"]))] += 1
         extra = 0
         for wf in sorted(accepted):
@@ -81,7 +96,8 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
                            if r["ev"] == "effect_applied" and r.get("inserted") is False)
         figures["effects"] = {"idempotency": sorted({s["idempotency"] for s in by_kind["effect"]}),
                               "rows": sum(rows.values()), "extra_applications": extra,
-                              "deduplicated_by_key": deduplicated, "table_read": effects is not None}
+                              "deduplicated_by_key": deduplicated, "measured": True, "not_measured": None,
+                              "table_read": True}
 
     # -- timers
     if by_kind.get("sleep"):
@@ -131,15 +147,25 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
                     continue
                 sent_ok += 1
                 if not got:
-                    ids["signals_lost"].append(key)
+                    # lost only once the wait is over without it: timed out, went past the wait, or the
+                    # workflow ended; still waiting when the run ended is undelivered, not lost
+                    rec = engine.get(wf)
+                    over = (timeouts or tr.end_ns(step) is not None or wf in completed
+                            or (rec is not None and rec.status in ("completed", "failed")))
+                    ids["signals_lost" if over else "signals_undelivered"].append(key)
                     continue
                 if len({r.get("payload") for r in got}) > 1:
                     ids["signals_duplicated"].append(key)
                 resume.append((got[0]["ns"] - int(sends[0].get("sent_ns", sends[0]["ns"]))) / 1e6)
         figures["signals"] = {"sent": sent_ok, "never_sent": unsent, "signal_to_resume_ms": _pct(resume)}
 
-    # -- branches
+    # -- branches. branch_end is written by workflow code, which an engine may legitimately run again
+    # (a Temporal workflow task whose worker died is re-run by another worker): a repeated record
+    # is no evidence that the branch's work ran twice. A branch is duplicated when every one of its
+    # steps ran more than once (the checker's duplicated_steps rule: retries of failed attempts do
+    # not count), i.e. the branch's work as a whole was done again.
     if by_kind.get("parallel"):
+        duplicated_steps = set(result.ids.get("duplicated_steps", ()))
         for wf in sorted(accepted):
             tr = trs[wf]
             for stage in by_kind["parallel"]:
@@ -147,11 +173,15 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
                 ends: Counter[int] = Counter(r["branch"] for r in tr.records
                                              if r["ev"] == "branch_end" and r["step"] == step)
                 joined = tr.end_ns(step) is not None or wf in completed
-                for b in range(len(stage["branches"])):
+                for b, branch in enumerate(stage["branches"]):
+                    key = f"{wf}#{step}.{b}"
+                    steps = _step_stages(branch)
+                    if steps and all(f"{wf}#{s}" in duplicated_steps for s in steps):
+                        ids["branches_duplicated"].append(key)
                     if ends[b] > 1:
-                        ids["branches_duplicated"].append(f"{wf}#{step}.{b}")
+                        ids["branch_records_repeated"].append(key)
                     elif ends[b] == 0 and joined:
-                        ids["branches_missing"].append(f"{wf}#{step}.{b}")
+                        ids["branches_missing"].append(key)
         figures["branches"] = {"parallel_stages": len(by_kind["parallel"]),
                                "branches_per_stage": [len(s["branches"]) for s in by_kind["parallel"]]}
 

@@ -45,12 +45,12 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     trs = checker.traces(events)
     prog = scenario.program_of(manifest)
     effects_path = edir / EFFECTS_FILE
-    effects = read_json(effects_path)["rows"] if effects_path.is_file() else None
+    effects, effects_error = _effects(effects_path)
     fault_ends = {r["fault_id"]: r["ns"] for r in events if r["ev"] == "fault_end"}
     windows = [(r["ns"], fault_ends.get(r["fault_id"], r["ns"])) for r in events if r["ev"] == "fault_start"]
     verdict = checker.check(trs, steps, reconcile, prog)
     if any(stage["kind"] != "work" for stage in program.walk(prog)):
-        program_checks.check_program(verdict, trs, prog, reconcile, effects, windows)
+        program_checks.check_program(verdict, trs, prog, reconcile, effects, windows, effects_error)
     win = metrics.window(events)
     interrupted = bool(info.get("interrupted"))
     if interrupted:  # the measured window ends with the last record: the load stopped there
@@ -116,7 +116,21 @@ def program_summary(verdict: checker.CheckResult) -> dict[str, Any]:
     figures = dict(verdict.figures)
     if "timers" in figures:
         figures["timers"] = {k: v for k, v in figures["timers"].items() if k != "lateness_values_ms"}
-    return {"counts": {k: verdict.counts[k] for k in program_checks.NEW_IDS}, **figures}
+    counts: dict[str, int | None] = {k: verdict.counts[k] for k in program_checks.NEW_IDS}
+    if figures.get("effects", {}).get("measured") is False:  # not measured: no figure, not a zero
+        counts.update(dict.fromkeys(program_checks.EFFECT_COUNTS))
+    return {"counts": counts, **figures}
+
+
+def _effects(path: Path) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The application table's rows from effects.json, or None and why they are not there (the dump
+    failed, or no dump was written)."""
+    if not path.is_file():
+        return None, f"{path.name} was not written"
+    dump = read_json(path)
+    if dump.get("error"):
+        return None, f"the table dump failed: {dump['error']}"
+    return list(dump["rows"]), None
 
 
 def _completion_source(reconcile: dict[str, EngineRecord]) -> str:

@@ -277,13 +277,18 @@ def program_section(wl: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         late, across = t.get("lateness_ms", {}), t.get("lateness_across_faults_ms", {})
         calls = p.get("calls", {})
         sig = p.get("signals", {}).get("signal_to_resume_ms", {})
+        effects = p.get("effects", {})
+        dup_missing = (f"not measured ({effects['not_measured']})" if effects.get("measured") is False
+                       else f"{c['effects_duplicated']} / {c['effects_missing']}")
+        undelivered = f" (+{c['signals_undelivered']} undelivered at end)" if c.get("signals_undelivered") else ""
+        repeated = f" (+{c['branch_records_repeated']} repeated records)" if c.get("branch_records_repeated") else ""
         lines.append(
-            f"| {name} | {c['effects_duplicated']} / {c['effects_missing']} | {c['timers_early']} | "
+            f"| {name} | {dup_missing} | {c['timers_early']} | "
             f"{_fmt(late.get('p50'))} / {_fmt(late.get('p99'))} / {_fmt(late.get('max'))} | "
             f"{_fmt(across.get('p50'))} / {_fmt(across.get('p99'))} | {c['wasted_calls']} | "
             f"{_fmt(calls.get('retry_amplification'), 2)} | {c['signals_lost']} / {c['signals_duplicated']} / "
-            f"{c['signals_timed_out']} | {_fmt(sig.get('p50'))} / {_fmt(sig.get('p99'))} | "
-            f"{c['branches_missing']} / {c['branches_duplicated']} |")
+            f"{c['signals_timed_out']}{undelivered} | {_fmt(sig.get('p50'))} / {_fmt(sig.get('p99'))} | "
+            f"{c['branches_missing']} / {c['branches_duplicated']}{repeated} |")
     lines.append("")
     return lines
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from harness import scenario
-from harness.analysis.checker import CheckResult, check, traces
+from harness import program, scenario
+from harness.analysis import gates, summary
+from harness.analysis.checker import VIOLATIONS, CheckResult, check, traces
 from harness.analysis.program_checks import check_program
+from harness.contract import EngineRecord
+from harness.report import markdown
+from harness.results import write_json
 from tests.unit.history import MS, T0, History
 
 
@@ -16,11 +21,12 @@ def compiled(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(h: History, prog: list[dict[str, Any]], effects: list[dict[str, Any]] | None = None,
-        windows: list[tuple[int, int]] | None = None) -> CheckResult:
+        windows: list[tuple[int, int]] | None = None, engine: dict[str, EngineRecord] | None = None,
+        effects_error: str | None = None) -> CheckResult:
     trs = traces(h.sorted())
     n = sum(1 for _ in _walk(prog))
-    result = check(trs, n, {}, prog)
-    check_program(result, trs, prog, {}, effects, windows)
+    result = check(trs, n, engine or {}, prog)
+    check_program(result, trs, prog, engine or {}, effects, windows, effects_error)
     return result
 
 
@@ -47,6 +53,36 @@ def test_effects_duplicated_and_missing_are_counted_from_the_table() -> None:
     assert result.ids["effects_missing"] == ["never#0"]
     assert result.figures["effects"]["extra_applications"] == 1
     assert not result.correct
+
+
+def test_effects_are_not_measured_when_the_table_dump_failed(tmp_path: Path) -> None:
+    prog = compiled([{"kind": "effect"}])
+    h = History()
+    for wf in ("a", "b"):
+        h.submit(wf, 0)
+        h.step(wf, 0, 5, 10)
+    dump = tmp_path / "effects.json"
+    write_json(dump, {"error": "OperationalError: connection refused", "rows": []})  # what appdb.dump leaves
+    rows, why = summary._effects(dump)
+    assert rows is None and why == "the table dump failed: OperationalError: connection refused"
+    assert summary._effects(tmp_path / "absent.json") == (None, "absent.json was not written")
+    result = run(h, prog, effects=rows, effects_error=why)
+    assert result.ids["effects_missing"] == [] and result.ids["effects_duplicated"] == []  # no evidence, no claim
+    effects = result.figures["effects"]
+    assert (effects["measured"], effects["table_read"], effects["rows"]) == (False, False, None)
+    assert effects["not_measured"] == why
+    assert result.correct
+    prog_summary = summary.program_summary(result)
+    assert prog_summary["counts"]["effects_missing"] is None and prog_summary["counts"]["effects_duplicated"] is None
+    engine = {"status": "ok", "program": prog_summary}
+    section = "\n".join(markdown.program_section({"program": [{"kind": "effect"}]}, {"engines": {"dbos": engine}}))
+    assert f"| dbos | not measured ({why}) |" in section
+    verdict = gates._violations([{"verdict": "correct", "program": prog_summary}], "dbos")
+    assert verdict.outcome == "pass" and verdict.message.endswith(f"; effects not measured ({why})")
+    write_json(tmp_path / "ok.json", {"error": None, "rows": [row("a", 0)]})
+    assert summary._effects(tmp_path / "ok.json") == ([row("a", 0)], None)
+    measured = run(h, prog, effects=[row("a", 0)])  # read: b is missing, and that is evidence
+    assert measured.ids["effects_missing"] == ["b#0"] and measured.figures["effects"]["measured"] is True
 
 
 def test_timer_fired_early_is_a_violation_and_lateness_a_distribution() -> None:
@@ -84,12 +120,32 @@ def test_signals_lost_and_delivered_twice() -> None:
           sent_ns=T0 + 195 * MS)
     h.add("signal_received", 150, src="worker:0", wf="twice", step=0, signal="approve", payload="twice#0#1")
     h.add("signal_received", 250, src="worker:1", wf="twice", step=0, signal="approve", payload="twice#0#2")
+    h.add("signal_timeout", 10005, src="worker:0", wf="lost", step=0, signal="approve", on_timeout="fail")
     result = run(h, prog)
-    assert result.ids["signals_lost"] == ["lost#0"]
+    assert result.ids["signals_lost"] == ["lost#0"]  # the wait timed out after a successful send
     assert result.ids["signals_duplicated"] == ["twice#0"]  # the same payload twice is a replay, not twice
     resume = result.figures["signals"]["signal_to_resume_ms"]
     assert (resume["count"], resume["max"]) == (2, 45.0)  # first receipt - first successful send
     assert not result.correct
+
+
+def test_a_signal_is_lost_only_once_the_wait_is_over() -> None:
+    prog = compiled([{"kind": "wait_signal", "delay": "100ms", "timeout": "60s"}])
+    h = History()
+    for wf in ("pending", "done_by_engine", "failed_by_engine"):
+        h.submit(wf, 0)
+        h.add("signal_wait", 5, src="worker:0", wf=wf, step=0, signal="approve")
+        h.add("signal_sent", 110, wf=wf, step=0, signal="approve", payload=f"{wf}#0#1", outcome="ok",
+              sent_ns=T0 + 105 * MS)
+    engine = {"pending": EngineRecord("pending"), "done_by_engine": EngineRecord("completed", T0 + 200 * MS),
+              "failed_by_engine": EngineRecord("failed")}
+    result = run(h, prog, engine=engine)
+    assert result.ids["signals_undelivered"] == ["pending#0"]  # still waiting when the run ended: not lost
+    assert result.ids["signals_lost"] == ["done_by_engine#0", "failed_by_engine#0"]
+    assert result.counts["signals_undelivered"] == 1
+    only_pending = run(h, prog, engine={"pending": EngineRecord("pending")})
+    assert only_pending.ids["signals_lost"] == [] and only_pending.counts["signals_undelivered"] == 3
+    assert "signals_undelivered" not in VIOLATIONS and "branch_records_repeated" not in VIOLATIONS  # informational
 
 
 def test_branches_missing_or_duplicated() -> None:
@@ -105,11 +161,47 @@ def test_branches_missing_or_duplicated() -> None:
             if not (wf == "missing" and b == 1):
                 h.add("branch_end", 17, src="worker:0", wf=wf, step=0, branch=b)
         h.add("join", 20, src="worker:0", wf=wf, step=0)
+    h.step("dup", 1, 30, 38, worker=1, pid=101)  # branch 0's work ran again on another worker
     h.add("branch_end", 40, src="worker:1", wf="dup", step=0, branch=0)
     result = run(h, prog)
     assert result.ids["branches_missing"] == ["missing#0.1"]
     assert result.ids["branches_duplicated"] == ["dup#0.0"]
+    assert result.ids["branch_records_repeated"] == ["dup#0.0"]
     assert not result.correct
+
+
+def test_a_repeated_branch_record_without_repeated_work_is_not_a_duplicate() -> None:
+    """A Temporal workflow task whose worker died is run again by another worker (not a replay): its
+    branch_end records are written twice though no branch step ran twice."""
+    prog = compiled([{"kind": "parallel", "branches": 2,
+                      "program": [{"kind": "work", "duration": "10ms"}, {"kind": "work", "duration": "10ms"}]}])
+    h = History()
+    h.submit("rerun_task", 0)
+    h.submit("one_step_again", 0)
+    for wf in ("rerun_task", "one_step_again"):
+        for b, (first, second) in enumerate(((1, 2), (3, 4))):
+            h.add("branch_start", 5, src="worker:0", wf=wf, step=0, branch=b)
+            h.step(wf, first, 6, 16)
+            h.step(wf, second, 17, 27)
+            h.add("branch_end", 28, src="worker:0", wf=wf, step=0, branch=b)
+        h.add("join", 30, src="worker:0", wf=wf, step=0)
+    for b in (0, 1):  # the task that wrote them is executed again by worker:1
+        h.add("branch_end", 130, src="worker:1", wf="rerun_task", step=0, branch=b)
+    h.add("step_start", 200, src="worker:1", pid=101, wf="one_step_again", step=2)  # one step of branch 0
+    h.add("step_end", 210, src="worker:1", pid=101, wf="one_step_again", step=2)  # again: not its whole work
+    result = run(h, prog)
+    assert result.ids["branches_duplicated"] == []
+    assert result.ids["branch_records_repeated"] == ["rerun_task#0.0", "rerun_task#0.1"]
+    assert result.ids["duplicated_steps"] == ["one_step_again#2"]  # counted once, as a step
+    assert result.correct
+
+
+def test_temporal_next_retry_delay_is_never_shorter_than_the_policy() -> None:
+    retry = {"initial_backoff_s": 0.2, "multiplier": 2.0, "max_backoff_s": 2.0}
+    assert program.next_retry_delay_s(retry, 1, None) is None  # no Retry-After: the policy applies unchanged
+    assert program.next_retry_delay_s(retry, 1, 0.5) == 0.5  # Retry-After longer than the 0.2 s backoff
+    assert program.next_retry_delay_s(retry, 3, 0.5) == 0.8  # the policy's 0.2 * 2^2 is longer
+    assert program.next_retry_delay_s(retry, 8, 0.5) == 2.0  # capped at max_backoff
 
 
 def test_wasted_calls_and_retry_amplification_from_the_api_log() -> None:

@@ -94,7 +94,7 @@ def effect_duplicates(ax: Axes, runs: RunsArg) -> Axes:
     for name in engine_names(rs):
         for i, er in enumerate(engine_runs(rs, name)):
             p = _program(er)
-            if p.get("effects"):
+            if p.get("effects") and p["effects"].get("measured", True):  # not measured: no bar at all
                 rows.append((name if i == 0 else f"{name} #{i + 1}", name, p["counts"], p["effects"]))
     if not rows:
         return no_data(ax, "no effect stage")
