@@ -33,6 +33,15 @@ from harness.workload import StepRunner, set_workflow_recorder
 log = logging.getLogger("durabench.temporal.worker")
 
 
+def call_error(exc: CallFailed, retry: dict[str, Any], attempt: int) -> ApplicationError:
+    """The retryable error of failed call attempt ``attempt``: after a 429, ``next_retry_delay`` =
+    max(Retry-After, the policy's backoff for this attempt). ``next_retry_delay`` replaces the
+    policy's delay, so Retry-After alone could retry sooner than the policy would."""
+    delay = next_retry_delay_s(retry, attempt, exc.outcome.retry_after_s)
+    return ApplicationError(str(exc), type="FlakyApi" + str(exc.outcome.status),
+                            next_retry_delay=timedelta(seconds=delay) if delay else None)
+
+
 def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Worker:
     s = config.settings
 
@@ -62,9 +71,7 @@ def build_worker(client: Client, config: WorkerConfig, runner: StepRunner) -> Wo
         try:
             return await runner.acall(info.workflow_id, index, info.attempt)
         except CallFailed as exc:
-            delay = next_retry_delay_s(runner.stages[index]["retry"], info.attempt, exc.outcome.retry_after_s)
-            raise ApplicationError(str(exc), type="FlakyApi" + str(exc.outcome.status),
-                                   next_retry_delay=timedelta(seconds=delay) if delay else None) from None
+            raise call_error(exc, runner.stages[index]["retry"], info.attempt) from None
 
     @activity.defn(name=EFFECT_ACTIVITY)
     async def effect(index: int) -> str:

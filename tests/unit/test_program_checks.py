@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engines.temporal.worker import call_error
 from harness import program, scenario
 from harness.analysis import gates, summary
 from harness.analysis.checker import VIOLATIONS, CheckResult, check, traces
@@ -202,6 +204,11 @@ def test_temporal_next_retry_delay_is_never_shorter_than_the_policy() -> None:
     assert program.next_retry_delay_s(retry, 1, 0.5) == 0.5  # Retry-After longer than the 0.2 s backoff
     assert program.next_retry_delay_s(retry, 3, 0.5) == 0.8  # the policy's 0.2 * 2^2 is longer
     assert program.next_retry_delay_s(retry, 8, 0.5) == 2.0  # capped at max_backoff
+    limited = program.CallFailed(program.CallOutcome(429, retry_after_s=0.5))
+    assert call_error(limited, retry, 1).next_retry_delay == timedelta(seconds=0.5)
+    assert call_error(limited, retry, 3).next_retry_delay == timedelta(seconds=0.8)  # was 0.5: Retry-After alone
+    error = call_error(program.CallFailed(program.CallOutcome(503)), retry, 3)
+    assert error.next_retry_delay is None and error.type == "FlakyApi503" and not error.non_retryable
 
 
 def test_wasted_calls_and_retry_amplification_from_the_api_log() -> None:
