@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.contract import EngineContext, EngineRecord, Workload
+from harness.contract import STAGE_KINDS, EngineContext, EngineRecord, Workload
 
 if TYPE_CHECKING:
     import procrastinate
@@ -104,6 +105,10 @@ class ProcrastinateEngine:
     recovery_settings: ClassVar[tuple[str, ...]] = (
         "update_heartbeat_interval_s", "stalled_worker_timeout_s", "stalled_sweep_cron")
     workflow_code: ClassVar[tuple[str, ...]] = ("tasks.py",)
+    # a job queue without workflow state: each step is a job deferring the next (tasks.py); there is
+    # no journal to resume a call's retries, timer, signal wait, effect checkpoint or fan-in from
+    stages: ClassVar[Mapping[str, str | None]] = {
+        k: None if k == "work" else "a job queue without workflow state (runs work chains only)" for k in STAGE_KINDS}
     changed_defaults: ClassVar[dict[str, Any]] = {
         "concurrency": 1,
         "update_heartbeat_interval_s": 10.0,

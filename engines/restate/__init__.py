@@ -16,11 +16,13 @@ import shutil
 import socket
 import sys
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.contract import EngineContext, EngineRecord, Workload
 from harness.errors import SubmitRejected
+from harness.program import STAGE_KINDS
 
 if TYPE_CHECKING:
     import httpx
@@ -97,6 +99,13 @@ class RestateClient:
                     out[wf] = EngineRecord("pending", None, detail)
         return out
 
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """Call the Workflow's shared ``signal`` handler through the ingress (a request-response call:
+        it returns once the handler resolved the durable promise ``name``, journaled by the server)."""
+        url = f"{self._ingress}/{self._service_of(workflow_id)}/{workflow_id}/signal"
+        resp = await self._http.post(url, json={"name": name, "payload": payload})
+        resp.raise_for_status()
+
     async def close(self) -> None:
         await self._http.aclose()
 
@@ -104,12 +113,14 @@ class RestateClient:
 class RestateEngine:
     name: ClassVar[str] = "restate"
     description: ClassVar[str] = (
-        "Restate 1.7 server (own replicated log) + Python SDK Workflow; each step journaled with ctx.run"
+        "Restate 1.7 server (own replicated log) + Python SDK Workflow: ctx.run steps, timers, promises, branch calls"
     )
     services: ClassVar[tuple[str, ...]] = ("restate",)
     recovery_settings: ClassVar[tuple[str, ...]] = ("retry_initial_interval_s", "retry_factor", "retry_max_interval_s")
     workflow_code: ClassVar[tuple[str, ...]] = ("service.py",)
     changed_defaults: ClassVar[dict[str, Any]] = {}  # the retry policy is set to the server's own defaults
+    # every stage kind in Restate's own constructs (service.py; README.md, "Programs")
+    stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
 
     def __init__(self) -> None:
         self._ports: dict[int, int] = {}  # worker index -> its deployment's port, stable across restarts

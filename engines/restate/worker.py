@@ -49,7 +49,7 @@ def register(admin: str, uri: str) -> None:
 async def serve(config: WorkerConfig, port: int) -> None:
     runner = StepRunner(config)
     name = service_name(config.settings, config.worker_index)
-    app = restate.app(services=[build(name, runner, config.workload.steps, config.settings)])
+    app = restate.app(services=build(name, runner, config.workload.program, config.settings))
     # listen before registering: Restate's discovery call must find the endpoint up
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

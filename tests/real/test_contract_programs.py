@@ -23,7 +23,7 @@ from harness.run.flaky_api import FlakyApi
 from harness.supervisor import Supervisor
 
 ENGINES = os.environ.get("DURABENCH_ENGINES",
-                         "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery").split(",")
+                         "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery,restate,absurd,procrastinate").split(",")
 WORKFLOWS = 3
 TIMEOUT_S = 90.0
 STAGES: list[dict[str, Any]] = [

@@ -16,11 +16,12 @@ import itertools
 import math
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.contract import EngineContext, EngineRecord, Workload, run_tool
+from harness.contract import STAGE_KINDS, EngineContext, EngineRecord, Workload, run_tool
 from harness.supervisor import python_worker
 
 if TYPE_CHECKING:
@@ -34,6 +35,31 @@ CLAIM_STEP_FACTOR = 20
 MIN_CLAIM_TIMEOUT_S = 2
 _LOOKUP_CHUNK = 10_000
 _PENDING = {"pending", "running", "sleeping"}
+
+
+def event_name(signal: str, workflow_id: str) -> str:
+    """The absurd event a ``wait_signal`` stage awaits (events are queue-wide: one per workflow)."""
+    return f"{signal}:{workflow_id}"
+
+
+def call_stages(program: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The program's ``call`` stages (top level: this adapter runs no ``parallel`` stage)."""
+    return [s for s in program if s["kind"] == "call"]
+
+
+def retry_strategy(program: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """absurd's task retry strategy for a program's call stages (absurd retries tasks, not steps):
+    exponential from the initial backoff, capped at the maximum (``absurd.retry_delay_seconds``:
+    ``least(base * factor ^ (attempt - 1), max_seconds)``). One strategy per task: the call stages
+    must agree on it."""
+    policies = {(float(s["retry"]["initial_backoff_s"]), float(s["retry"]["multiplier"]),
+                 float(s["retry"]["max_backoff_s"])) for s in call_stages(program)}
+    if not policies:
+        return None
+    if len(policies) > 1:
+        raise ValueError("absurd has one retry strategy per task: every call stage must share its backoff")
+    ((base, factor, cap),) = policies
+    return {"kind": "exponential", "base_seconds": base, "factor": factor, "max_seconds": cap}
 
 
 def database_url(postgres_url: str, database: str) -> str:
@@ -65,14 +91,19 @@ def _ns(ts: Any) -> int:
 class AbsurdClient:
     """Spawns tasks on a few connections (one query at a time per connection) and looks them up."""
 
-    def __init__(self, clients: list[AsyncAbsurd], url: str, settings: dict[str, Any]) -> None:
+    def __init__(self, clients: list[AsyncAbsurd], url: str, settings: dict[str, Any],
+                 program: list[dict[str, Any]]) -> None:
         self._clients = clients
         self._free: asyncio.Queue[AsyncAbsurd] = asyncio.Queue()
         for c in clients:
             self._free.put_nowait(c)
         self._url = url
         self._queue = str(settings["queue_name"])
-        self._max_attempts = int(settings["max_attempts"])
+        # runs per task: the crash allowance plus every call stage's retries (absurd counts the
+        # task's failed runs, whatever failed: README.md "Programs")
+        self._max_attempts = int(settings["max_attempts"]) + sum(
+            int(s["retry"]["max_attempts"]) - 1 for s in call_stages(program))
+        self._retry = retry_strategy(program)
 
     async def submit(self, workflow_id: str) -> None:
         client = await self._free.get()
@@ -80,7 +111,17 @@ class AbsurdClient:
             # spawn_task inserts the task and its first run in one statement (autocommit): durable on return.
             # The idempotency key makes a repeated submit of the same id return the existing task.
             await client.spawn(TASK_NAME, {"workflow_id": workflow_id}, max_attempts=self._max_attempts,
-                               queue=self._queue, idempotency_key=workflow_id)
+                               retry_strategy=self._retry, queue=self._queue,  # type: ignore[arg-type]
+                               idempotency_key=workflow_id)
+        finally:
+            self._free.put_nowait(client)
+
+    async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+        """``emit_event`` on the queue (one autocommit statement: durable on return; the first emit
+        of a name wins, and a waiting task is woken)."""
+        client = await self._free.get()
+        try:
+            await client.emit_event(event_name(name, workflow_id), payload, queue_name=self._queue)
         finally:
             self._free.put_nowait(client)
 
@@ -127,6 +168,11 @@ class AbsurdEngine:
     recovery_settings: ClassVar[tuple[str, ...]] = ("claim_timeout_s", "poll_interval_s")
     workflow_code: ClassVar[tuple[str, ...]] = ("workflow.py",)
     changed_defaults: ClassVar[dict[str, Any]] = {"claim_timeout_s": 120, "poll_interval_s": 0.25, "concurrency": 1}
+    # absurd's own constructs for each (workflow.py; README.md "Programs")
+    stages: ClassVar[Mapping[str, str | None]] = {
+        **dict.fromkeys(STAGE_KINDS),
+        "parallel": "absurd runs a task's steps in sequence; a child task must be awaited from another queue",
+    }
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("absurd_sdk", "absurd-sdk==0.5.1"), ("absurdctl", "absurdctl==0.5.1"),
@@ -136,7 +182,10 @@ class AbsurdEngine:
         return None
 
     def default_settings(self, workload: Workload, workers: int) -> dict[str, Any]:
-        claim = max(MIN_CLAIM_TIMEOUT_S, math.ceil(CLAIM_STEP_FACTOR * workload.step_duration_s))
+        # a call attempt holds the lease up to its attempt timeout (not in step_duration_s): twice that
+        attempt_s = max((float(s["retry"]["attempt_timeout_s"]) for s in call_stages(workload.program)), default=0.0)
+        claim = max(MIN_CLAIM_TIMEOUT_S, math.ceil(CLAIM_STEP_FACTOR * workload.step_duration_s),
+                    math.ceil(2 * attempt_s))
         return {
             "database": "durabench_absurd",  # dedicated database, dropped and recreated by prepare
             "queue_name": "durabench",
@@ -182,4 +231,4 @@ class AbsurdEngine:
         url = run_url(ctx.endpoints, ctx.settings)
         clients = [AsyncAbsurd(url, queue_name=str(ctx.settings["queue_name"]))
                    for _ in itertools.repeat(None, int(ctx.settings["client_connections"]))]
-        return AbsurdClient(clients, url, ctx.settings)
+        return AbsurdClient(clients, url, ctx.settings, ctx.workload.program)

@@ -24,7 +24,7 @@ def serve(config: WorkerConfig) -> None:
     s = config.settings
     runner = StepRunner(config)
     app = Absurd(run_url(config.endpoints, s), queue_name=str(s["queue_name"]))  # connects here
-    register(app, runner, config.workload.steps)
+    register(app, runner, config.workload.program)
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
