@@ -47,7 +47,9 @@ def _workload(kinds_left_out: set[str]) -> Any:
         for sub in s.get("program", []):
             if sub["kind"] == "call":
                 sub["retry"] = STAGES[1]["retry"]
-    doc = {"name": "contract", "engines": ["memory"], "workload": {"program": stages, "api": API}}
+    # the flaky API's behaviour only with a call stage (the schema refuses it otherwise)
+    api = {"api": API} if "call" not in kinds_left_out else {}
+    doc = {"name": "contract", "engines": ["memory"], "workload": {"program": stages, **api}}
     return scenario.parse(doc, "contract").workload.to_workload()
 
 
