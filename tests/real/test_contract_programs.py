@@ -5,6 +5,7 @@ kinds it does not run with a reason and runs the rest."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections import Counter
@@ -66,13 +67,21 @@ def test_adapter_runs_every_stage_kind_or_says_why_not(name: str, tmp_path: Path
         assert why and "\n" not in why, f"{name} must say in one line why it does not run {kind}"
     assert "work" not in unsupported
     workload = _workload(unsupported)
+    api = {"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.3, "hang_rate": 0.0,
+           "rate_limit": 0.0, "burst": 0, "seed": 5}
+    ledger_dir = _run(engine, name, workload, api, tmp_path)
+    _check(tmp_path, ledger_dir, workload, name)
+
+
+def _run(engine: Any, name: str, workload: Any, api_config: dict[str, Any], tmp_path: Path) -> Path:
+    """Run WORKFLOWS workflows of ``workload`` on ``engine`` against real servers, the flaky API
+    (``api_config``) and the application database; return the history directory."""
     settings = engine.default_settings(workload, 2)
     needed = [*engine.services, *(["postgres"] if "postgres" not in engine.services else [])]
     ledger_dir = tmp_path / "history"
     ledger_dir.mkdir()
     with services.running(needed, tmp_path / "logs") as svc:
-        api = FlakyApi({"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.3, "hang_rate": 0.0,
-                        "rate_limit": 0.0, "burst": 0, "seed": 5}, tmp_path, ledger_dir)
+        api = FlakyApi(api_config, tmp_path, ledger_dir)
         api.start()
         try:
             endpoints = {**svc.endpoints, "flaky_api": api.url}
@@ -90,7 +99,40 @@ def test_adapter_runs_every_stage_kind_or_says_why_not(name: str, tmp_path: Path
             appdb.dump(svc.endpoints["postgres"], tmp_path / "effects.json")
         finally:
             api.stop()
-    _check(tmp_path, ledger_dir, workload, name)
+    return ledger_dir
+
+
+# engines whose call stages honour a 429's Retry-After-Ms through their own retry mechanism (README)
+RETRY_AFTER_ENGINES = [e for e in ENGINES if e in ("restate",)]
+
+
+@pytest.mark.parametrize("name", RETRY_AFTER_ENGINES)
+def test_a_rate_limited_call_is_retried_no_sooner_than_retry_after(name: str, tmp_path: Path) -> None:
+    """A bucket of one request per second and a 50 ms backoff: a retry that ignored Retry-After-Ms
+    would come back after 50 ms; the engine must wait the API's delay."""
+    engine = registry.load(name)
+    doc = {"name": "contract", "engines": ["memory"], "workload": {
+        "program": [{"kind": "call", "retry": {"max_attempts": 20, "initial_backoff": "50ms",
+                                               "max_backoff": "50ms", "attempt_timeout": "2s"}}],
+        "api": {"latency": "5ms", "rate_limit": 1, "burst": 1}}}
+    workload = scenario.parse(doc, "contract").workload.to_workload()
+    api = {"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.0, "hang_rate": 0.0,
+           "rate_limit": 1.0, "burst": 1, "seed": 5}
+    ledger_dir = _run(engine, name, workload, api, tmp_path)
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for e in ledger.read_dir(ledger_dir):
+        if e["ev"] == "call_attempt":
+            attempts.setdefault(e["wf"], []).append(e)
+    limited = 0
+    for wf, tries in attempts.items():
+        tries.sort(key=lambda e: e["sent_ns"])
+        assert tries[-1]["status"] == 200, (wf, tries)
+        for first, then in itertools.pairwise(tries):
+            if first["status"] == 429 and first["retry_after_s"]:
+                limited += 1
+                waited_s = (then["sent_ns"] - first["sent_ns"]) / 1e9
+                assert waited_s >= first["retry_after_s"], (wf, waited_s, first)
+    assert limited >= 1, "the rate limit answered no 429: the test exercised nothing"
 
 
 async def _exercise(engine: Any, ctx: Any, workload: Any) -> None:
