@@ -55,6 +55,10 @@ def register(app: Absurd, runner: StepRunner, stages: list[dict[str, Any]]) -> N
                 ctx.sleep_for(f"timer-{step}", seconds)  # suspends the task until due (SuspendTask)
                 runner.timer_fired(workflow_id, step)
             elif kind == "wait_signal":
+                # a timeout is checkpointed too: a later run must not wait again (on_timeout: continue)
+                timed_out = ctx.begin_step(f"signal-timeout-{step}")
+                if timed_out.done:
+                    continue
                 runner.signal_wait(workflow_id, step)
                 try:  # absurd takes whole seconds
                     got = ctx.await_event(event_name(stage["signal"], workflow_id), step_name=f"signal-{step}",
@@ -66,6 +70,7 @@ def register(app: Absurd, runner: StepRunner, stages: list[dict[str, Any]]) -> N
                         # max_attempts): cancelling is its terminal stop for a task
                         app.cancel_task(ctx.task_id)
                         raise absurd_sdk.CancelledTask() from None
+                    ctx.complete_step(timed_out, True)
                 else:
                     runner.signal_received(workflow_id, step, got)
             else:
