@@ -1,5 +1,6 @@
 """Workflow programs under faults, through the CLI: a worker kill during a call and during a sleep,
-a store restart during a wait for a signal (memory for breadth, real engines per fault; Restate beside Temporal for timers)."""
+a store restart during a wait for a signal (memory for breadth, real engines per fault; Restate
+beside Temporal for timers)."""
 
 from __future__ import annotations
 
