@@ -136,6 +136,18 @@ def test_a_backlogged_engine_is_flagged_by_growing_in_flight_work() -> None:
     assert b["latency_rose"]  # the last quarter waits ~7.5 s longer than the first
 
 
+def test_in_flight_filling_up_over_a_long_latency_is_not_a_backlog() -> None:
+    # steady state: 4/s of workflows that take 8 s each (Little's law: 32 in flight), with no warmup,
+    # so in-flight work rises from 0 to 32 during the first 8 s of the window without any backlog
+    h = History(warmup_ms=0, duration_ms=30_000, rate=4)
+    _steady(h, 120, 250, 8_000)
+    events = h.sorted()
+    tp = metrics.throughput(traces(events), {}, 2, events, metrics.window(events))
+    b = tp["backlog"]
+    assert b["in_flight_measured_from_s"] >= 7.9  # one median latency into the window
+    assert not b["in_flight_grew"] and not b["latency_rose"] and not tp["engine_fell_behind"]
+
+
 def test_rising_latency_alone_is_evidence_of_a_backlog() -> None:
     h = History(warmup_ms=0, duration_ms=20_000, rate=10)
     for i in range(200):  # every workflow completes, but later ones wait longer (latency 50 ms -> ~4 s)
