@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import results
+import pytest
+
+from harness import results, scenario
 from harness.analysis import checker, reexecution
 from harness.analysis import summary as analysis_summary
 from harness.analysis.runs import load_run
@@ -105,3 +107,23 @@ def test_the_report_has_a_use_case_section_with_its_chart(tmp_path: Path) -> Non
     html.write_run(plain, run.manifest, run.summary)
     assert "## Use case" not in (plain / "report.md").read_text()
     assert not (plain / "charts" / "use-case.png").exists()
+
+
+USECASE_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "usecases"
+
+
+@pytest.mark.parametrize("path", sorted(USECASE_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_use_case_passes_check_and_declares_its_use_case(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
+    assert f"{path}: ok" in capsys.readouterr().out
+    sc = scenario.load(str(path), {})
+    assert sc.usecase in usecase.USE_CASES, f"{path.name}: no `usecase:` key, or an unknown one"
+    assert sc.description.strip(), f"{path.name}: says what it runs"
+
+
+def test_every_use_case_has_a_shipped_scenario() -> None:
+    shipped = {scenario.load(str(p), {}).usecase for p in USECASE_DIR.glob("*.yaml")}
+    assert set(usecase.USE_CASES) <= shipped
