@@ -182,8 +182,12 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
                         ids["branch_records_repeated"].append(key)
                     elif ends[b] == 0 and joined:
                         ids["branches_missing"].append(key)
+        # a branch's steps (a fan-out's items) executed again: every execution beyond a step's first
+        in_branches = [stage["step"] for stage, parallel in stages if parallel is not None]
+        again = sum(max(0, len(trs[wf].steps.get(step, ())) - 1) for wf in sorted(trs) for step in in_branches)
         figures["branches"] = {"parallel_stages": len(by_kind["parallel"]),
-                               "branches_per_stage": [len(s["branches"]) for s in by_kind["parallel"]]}
+                               "branches_per_stage": [len(s["branches"]) for s in by_kind["parallel"]],
+                               "branch_steps_reexecuted": again}
 
     # -- calls, from the flaky API's log
     if by_kind.get("call"):

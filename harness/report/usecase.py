@@ -104,11 +104,13 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         "take, and how much of it is done again?",
         (COMPLETED, Column("makespan p50 s", _latency_s("p50")), Column("makespan p99 s", _latency_s("p99"),
                                                                         chart=True),
-         Column("steps re-executed", _path("extra_step_executions"), 0, chart=True),
+         Column("items re-executed", _path("program", "branches", "branch_steps_reexecuted"), 0, chart=True),
+         Column("steps re-executed", _path("extra_step_executions"), 0),
          Column("work lost s", _path("reexecution", "work_lost_s"), 1),
          Column("steps/s", _path("steps_per_s"), 1, chart=True), LOST),
-        "Makespan: intended start of the batch to its durable completion. Steps re-executed: executions beyond "
-        "the first of any step or item (the external ledger), and the worker time they took (work lost). "
+        "Makespan: intended start of the batch to its durable completion. Items re-executed: executions of the "
+        "fan-out's items beyond each one's first; steps re-executed: the same for any step, items included (the "
+        "external ledger), and the worker time they took (work lost). "
         "Steps/s: the items plus the aggregate step, per second of the measured window.",
     ),
     UseCase(

@@ -79,7 +79,8 @@ def test_use_case_programs_run_and_fill_their_answer_tables(tmp_path: Path) -> N
         elif name == "data-pipeline":
             assert program["branches"]["branches_per_stage"] == [50]
             assert program["counts"]["branches_missing"] == program["counts"]["branches_duplicated"] == 0
-            assert cells["steps re-executed"] == "0" and float(cells["steps/s"]) > 0
+            assert program["branches"]["branch_steps_reexecuted"] == 0
+            assert cells["items re-executed"] == cells["steps re-executed"] == "0" and float(cells["steps/s"]) > 0
         else:
             assert program["effects"]["rows"] == 3 * n  # reserve, charge, ship: once each, per the table
             assert cells["double charges"] == "0" and cells["lost orders"] == "0"

@@ -169,6 +169,7 @@ def test_branches_missing_or_duplicated() -> None:
     assert result.ids["branches_missing"] == ["missing#0.1"]
     assert result.ids["branches_duplicated"] == ["dup#0.0"]
     assert result.ids["branch_records_repeated"] == ["dup#0.0"]
+    assert result.figures["branches"]["branch_steps_reexecuted"] == 1  # dup's branch 0 step ran twice
     assert not result.correct
 
 
