@@ -111,7 +111,7 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         "Makespan: intended start of the batch to its durable completion. Items re-executed: executions of the "
         "fan-out's items beyond each one's first; steps re-executed: the same for any step, items included (the "
         "external ledger), and the worker time they took (work lost). "
-        "Steps/s: the items plus the aggregate step, per second of the measured window.",
+        "Steps/s: step ends (the list, the items and the aggregate) per second of the measured window.",
     ),
     UseCase(
         "business-process",
