@@ -31,8 +31,9 @@ Workflow programs (harness/program.py) add, per stage kind, with ids ``<wf>#<ste
   is ``signals_undelivered``, not a loss; more than one distinct payload received (``signals_duplicated``);
   signal-to-resume latency = first receipt - the first successful send's start;
 - **branches**: the workflow went past the join while a branch had not ended (``branches_missing``,
-  ids ``<wf>#<step>.<branch>``), or a branch's work ran twice: every step of it re-executed by
-  the duplicated-step rule (``branches_duplicated``); more than one ``branch_end`` record, which
+  ids ``<wf>#<step>.<branch>``), or a finished branch's work ran again: every step of it replayed
+  after completion by the replayed-completed-step rule (``branches_duplicated``; an item in flight at
+  a crash that re-runs is at-least-once, counted as a duplicated step); more than one ``branch_end`` record, which
   workflow code may legitimately write twice, is only ``branch_records_repeated``;
 - **calls**, from the flaky API's own log (``api_request``): retry amplification = requests /
   logical calls (a (workflow, call stage) that reached the API); a **wasted call** is a request made

@@ -162,10 +162,12 @@ def check_program(result: CheckResult, trs: dict[str, WorkflowTrace], program: l
     # -- branches. branch_end is written by workflow code, which an engine may legitimately run again
     # (a Temporal workflow task whose worker died is re-run by another worker): a repeated record
     # is no evidence that the branch's work ran twice. A branch is duplicated when every one of its
-    # steps ran more than once (the checker's duplicated_steps rule: retries of failed attempts do
-    # not count), i.e. the branch's work as a whole was done again.
+    # steps ran again after it had completed and the engine had moved past it (the checker's
+    # replayed_completed_steps rule), i.e. the finished branch was done again. An item in flight at a
+    # crash that runs again is at-least-once re-execution, counted in duplicated_steps and
+    # branch_steps_reexecuted like any other step, not a violation.
     if by_kind.get("parallel"):
-        duplicated_steps = set(result.ids.get("duplicated_steps", ()))
+        duplicated_steps = set(result.ids.get("replayed_completed_steps", ()))
         for wf in sorted(accepted):
             tr = trs[wf]
             for stage in by_kind["parallel"]:

@@ -151,7 +151,8 @@ def test_a_signal_is_lost_only_once_the_wait_is_over() -> None:
 
 
 def test_branches_missing_or_duplicated() -> None:
-    prog = compiled([{"kind": "parallel", "branches": 2, "program": [{"kind": "work", "duration": "10ms"}]}])
+    prog = compiled([{"kind": "parallel", "branches": 2, "program": [{"kind": "work", "duration": "10ms"}]},
+                     {"kind": "work", "duration": "5ms"}])
     h = History()
     h.submit("good", 0)
     h.submit("missing", 0)
@@ -163,7 +164,8 @@ def test_branches_missing_or_duplicated() -> None:
             if not (wf == "missing" and b == 1):
                 h.add("branch_end", 17, src="worker:0", wf=wf, step=0, branch=b)
         h.add("join", 20, src="worker:0", wf=wf, step=0)
-    h.step("dup", 1, 30, 38, worker=1, pid=101)  # branch 0's work ran again on another worker
+        h.step(wf, 3, 21, 26)  # the stage after the join: the workflow moved past the branches
+    h.step("dup", 1, 30, 38, worker=1, pid=101)  # finished branch 0's work ran again on another worker
     h.add("branch_end", 40, src="worker:1", wf="dup", step=0, branch=0)
     result = run(h, prog)
     assert result.ids["branches_missing"] == ["missing#0.1"]
@@ -251,3 +253,26 @@ def test_non_step_stages_end_the_workflow() -> None:
     result = run(h, prog)
     assert result.ids["completed"] == ["w"]
     assert result.counts["missing_steps"] == 0 and result.correct
+
+
+def test_an_item_in_flight_at_a_crash_that_runs_again_is_not_a_duplicated_branch() -> None:
+    """A fan-out item killed mid-step and run again is at-least-once re-execution (duplicated_steps,
+    branch_steps_reexecuted), not a finished branch done again."""
+    prog = compiled([{"kind": "parallel", "branches": 2, "program": [{"kind": "work", "duration": "10ms"}]},
+                     {"kind": "work", "duration": "5ms"}])
+    h = History()
+    h.submit("killed", 0)
+    h.add("branch_start", 5, src="worker:0", wf="killed", step=0, branch=0)
+    h.add("branch_start", 5, src="worker:0", wf="killed", step=0, branch=1)
+    h.step("killed", 1, 6, None)  # worker:0 died inside branch 0's item
+    h.step("killed", 2, 6, 16)
+    h.step("killed", 1, 40, 50, worker=1, pid=101)  # recovered: the item runs again
+    h.add("branch_end", 51, src="worker:1", wf="killed", step=0, branch=0)
+    h.add("branch_end", 17, src="worker:0", wf="killed", step=0, branch=1)
+    h.add("join", 52, src="worker:1", wf="killed", step=0)
+    h.step("killed", 3, 53, 58, worker=1, pid=101)
+    result = run(h, prog)
+    assert result.ids["duplicated_steps"] == ["killed#1"]
+    assert result.ids["branches_duplicated"] == [] and result.ids["replayed_completed_steps"] == []
+    assert result.figures["branches"]["branch_steps_reexecuted"] == 1
+    assert result.correct
