@@ -39,11 +39,11 @@ from typing import Any
 
 import yaml
 
-from harness import dockerhost
+from harness import dockerhost, gobuild
 from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
-from harness.run import services
+from harness.run import image, services
 from harness.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,11 +103,17 @@ def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def container_argv(argv: list[str]) -> list[str]:
-    """A worker argv of the host (``sys.executable -m module``) as the image runs it, or a UserError."""
-    if not argv or argv[0] != sys.executable:
-        raise UserError(f"worker command {argv[:1]} is not a Python module of durabench; deploy: containers "
-                        "runs engines with Python workers (the image has no Go workers)")
-    return [CONTAINER_PYTHON, *argv[1:]]
+    """A worker argv of the host as the image runs it, or a UserError: ``sys.executable -m module``
+    becomes ``python -m module``, a Go worker of harness.gobuild's cache (``<cache>/dbos_go-<hash>``)
+    the image's copy (``/opt/durabench/go/dbos_go``: the image is built from the same sources)."""
+    if argv and argv[0] == sys.executable:
+        return [CONTAINER_PYTHON, *argv[1:]]
+    if argv and Path(argv[0]).parent == gobuild.cache_dir():
+        name = Path(argv[0]).name.rsplit("-", 1)[0]
+        if name in {src.name for src in gobuild.go_sources()}:
+            return [f"{image.GO_DIR}/{name}", *argv[1:]]
+    raise UserError(f"worker command {argv[:1]} is neither a Python module of durabench nor one of its Go "
+                    "workers; deploy: containers runs only workers the runtime image holds")
 
 
 def _name(*parts: str) -> str:

@@ -78,9 +78,10 @@ def test_no_host_ca_in_the_image_or_its_history(client: Any, runtime_image: str)
     assert result.decode().strip().endswith("exit=1"), result.decode()
 
 
-def _run(scenario: str, out: Path, *flags: str) -> tuple[Path, dict[str, Any]]:
+def _run(scenario: str, out: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", scenario, "--out", str(out), "--quiet", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+                          env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir, json.loads((run_dir / "summary.json").read_text())
@@ -91,8 +92,41 @@ def dbos_run(runtime_image: str, tmp_path_factory: pytest.TempPathFactory) -> tu
     return _run("tests/e2e/containers.yaml", tmp_path_factory.mktemp("containers"))
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    return list(ledger.read_dir(run_dir / "engines" / "dbos" / "history"))
+def _history(run_dir: Path, engine: str = "dbos") -> list[dict[str, Any]]:
+    return list(ledger.read_dir(run_dir / "engines" / engine / "history"))
+
+
+def _assert_every_id_checked(run_dir: Path, engine: str, e: dict[str, Any]) -> None:
+    checker = json.loads((run_dir / f"engines/{engine}/checker.json").read_text())
+    assert e["status"] == "ok" and e["verdict"] == "correct", e
+    for kind in ("lost", "unknown", "unexpected", "missing_steps", "replayed_completed_steps"):
+        assert checker["ids"][kind] == [], kind
+    assert set(checker["ids"]["completed"]) == set(checker["ids"]["submitted"])
+    assert e["completed"] == e["submitted"] == len(checker["ids"]["submitted"])
+
+
+def test_go_workers_as_containers_with_a_worker_kill(client: Any, runtime_image: str, tmp_path: Path) -> None:
+    """dbos-go: the image's Go worker binary in two containers, one SIGKILLed and started again; the
+    daemon named explicitly by DOCKER_HOST (the local case of a stack placed on the daemon it names)."""
+    listing = client.containers.run(runtime_image, ["cat", f"{image.GO_DIR}/{image.GO_LIST}"], remove=True,
+                                    network_mode="none").decode().split()
+    assert listing == ["dbos_go", "temporal_go"]
+    socket = "unix:///var/run/docker.sock"
+    run_dir, summary = _run("tests/e2e/containers-go.yaml", tmp_path, env={"DOCKER_HOST": socket})
+    e = summary["engines"]["dbos-go"]
+    _assert_every_id_checked(run_dir, "dbos-go", e)
+    assert e["submitted"] > 40
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["deploy"]["daemon"]["docker_host"] == socket
+    assert manifest["deploy"]["image"]["go_workers"] == ["dbos_go", "temporal_go"]
+    history = _history(run_dir, "dbos-go")
+    kill = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "kill-worker")
+    assert kill["api_ms"] > 0 and kill["pids"]["worker:0"].endswith("-worker-0")
+    starts = [r for r in history if r["ev"] == "worker_start" and r["worker"] == "worker:0"]
+    assert len(starts) == 2
+    # steps ran in both worker containers (the Go binary, not a host process)
+    assert {r["src"] for r in history if r["ev"] == "step_start"} == {"worker:0", "worker:1"}
+    assert e["recovery"][0]["kind"] == "kill-worker" and e["recovery"][0]["end_s"] is not None
 
 
 def test_dbos_as_containers_with_a_worker_kill(client: Any, dbos_run: tuple[Path, dict[str, Any]]) -> None:

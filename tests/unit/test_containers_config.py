@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-from harness import registry, scenario
+from harness import gobuild, registry, scenario
 from harness.contract import EngineContext, Workload
 from harness.errors import ScenarioError, UserError
 from harness.run import containers, image
@@ -15,9 +16,10 @@ from tests.conftest import ROOT
 STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml"))
 
 
-def test_every_python_engine_has_a_stack_named_after_it() -> None:
-    """Engines of this project whose workers are Python modules and whose servers the image holds;
-    the rest (Go workers, the Restate server, third-party plugins) are refused under containers."""
+def test_every_engine_of_the_image_has_a_stack_named_after_it() -> None:
+    """Engines of this project whose workers are Python modules or Go workers of the project and whose
+    servers the image holds; the rest (the Restate server, the production Temporal server, third-party
+    plugins) are refused under containers."""
     from importlib.metadata import entry_points
 
     from harness.run import services
@@ -29,9 +31,10 @@ def test_every_python_engine_has_a_stack_named_after_it() -> None:
         adapter = registry.load(ep.name)
         ctx = EngineContext(ep.name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
         in_image = set(adapter.services) <= set(services.CONTAINER_PORTS)
-        if adapter.worker_command(ctx, 0)[0] == sys.executable and in_image:
+        argv0 = adapter.worker_command(ctx, 0)[0]
+        if in_image and (argv0 == sys.executable or Path(argv0).parent == gobuild.cache_dir()):
             python_engines.append(ep.name)
-    assert "dbos" in python_engines and STACKS == sorted(python_engines)
+    assert {"dbos", "dbos-go", "temporal-go"} <= set(python_engines) and STACKS == sorted(python_engines)
 
 
 @pytest.mark.parametrize("engine", STACKS)
@@ -71,9 +74,13 @@ def test_ports_are_loopback_only() -> None:
         containers._ports(["0.0.0.0::5432"])
 
 
-def test_go_workers_are_refused() -> None:
-    with pytest.raises(UserError, match="Python"):
-        containers.container_argv(["/root/.cache/durabench/go/dbos_go-1"])
+def test_go_workers_run_as_the_image_s_copy() -> None:
+    cached = str(gobuild.cache_dir() / "dbos_go-0123456789abcdef")
+    assert containers.container_argv([cached, "worker"]) == [f"{image.GO_DIR}/dbos_go", "worker"]
+    with pytest.raises(UserError, match="neither a Python module"):
+        containers.container_argv([str(gobuild.cache_dir() / "other-0123")])
+    with pytest.raises(UserError, match="neither a Python module"):
+        containers.container_argv(["/usr/bin/restate-server"])
 
 
 BASE = {"name": "x", "engines": ["dbos"], "load": {"warmup": "1s", "duration": "10s"}}
@@ -111,8 +118,8 @@ def test_runner_refuses_what_containers_cannot_run() -> None:
 
     sc = scenario.parse({**BASE, "deploy": "containers"}, "s.yaml")
     assert list(runner.validate(sc)) == ["dbos"]
-    with pytest.raises(UserError, match=r"no container stack compose/dbos-go\.yaml"):
-        runner.validate(scenario.parse({**BASE, "engines": ["dbos-go"], "deploy": "containers"}, "s.yaml"))
+    with pytest.raises(UserError, match=r"no container stack compose/restate\.yaml"):
+        runner.validate(scenario.parse({**BASE, "engines": ["restate"], "deploy": "containers"}, "s.yaml"))
     external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
     with pytest.raises(UserError, match="external services"):
         runner.validate(scenario.parse(external, "s.yaml"))
