@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import dockerhost, ledger
-from harness.run import image
+from harness.run import image, resources
 from tests.conftest import ROOT
 from tests.docker_support import docker_client
 
@@ -154,6 +154,28 @@ def test_dbos_as_containers_with_a_worker_kill(client: Any, dbos_run: tuple[Path
     logs = run_dir / "engines/dbos/logs"
     assert (logs / "postgres.log").stat().st_size > 0 and (logs / "worker-0.log").exists()
     assert not client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}={manifest['short_id']}"})
+
+
+def test_cost_comes_from_the_docker_api_s_stats(dbos_run: tuple[Path, dict[str, Any]]) -> None:
+    """cpu_s and rss_bytes of every container from container.stats(); the /proc reading beside them agrees."""
+    run_dir, summary = dbos_run
+    records = resources.read_series(run_dir / "engines/dbos" / resources.RESOURCES_FILE)
+    last = {r["component"]: r for r in records}
+    assert set(last) == {"postgres", "worker:0", "worker:1", "driver"}
+    assert "source" not in last["driver"]  # the harness process itself: /proc as before
+    sampler = json.loads((run_dir / "engines/dbos" / resources.SAMPLER_FILE).read_text())
+    for name in ("postgres", "worker:0", "worker:1"):
+        series = [r for r in records if r["component"] == name]
+        assert all(r["source"] == "docker" for r in series)
+        cpu = [r["cpu_s"] for r in series]
+        assert cpu == sorted(cpu) and cpu[-1] > 0.5, (name, cpu)  # cumulative across worker:0's restart
+        assert max(r["rss_bytes"] for r in series) > 10e6
+        assert sampler["docker_stats_readings"][name] > 3
+        end = last[name]
+        # the cross-check: the cgroup's CPU and the process tree's agree within sampling lag
+        assert abs(end["cpu_s"] - end["proc_cpu_s"]) <= 0.25 * max(end["cpu_s"], end["proc_cpu_s"]) + 1.5, end
+    cost = summary["engines"]["dbos"]["cost"]
+    assert cost["components"]["postgres"]["cpu_s"] > 0 and cost["components"]["postgres"]["peak_rss_bytes"] > 10e6
 
 
 def test_worker_partition_is_real_and_healed(dbos_run: tuple[Path, dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,45 @@ def test_runner_refuses_what_containers_cannot_run() -> None:
     external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
     with pytest.raises(UserError, match="external services"):
         runner.validate(scenario.parse(external, "s.yaml"))
+
+
+def test_docker_stats_reading() -> None:
+    from harness.run import resources
+
+    v1 = {"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}},
+          "memory_stats": {"usage": 50_000_000, "stats": {"total_inactive_file": 8_000_000, "cache": 9_000_000}}}
+    assert resources.docker_reading(v1) == (2_500_000_000, 42_000_000)
+    v2 = {"cpu_stats": {"cpu_usage": {"total_usage": 7}}, "memory_stats": {"usage": 100, "stats": {"inactive_file": 30}}}
+    assert resources.docker_reading(v2) == (7, 70)
+    stopped = {"cpu_stats": {"cpu_usage": {"total_usage": 0}}, "memory_stats": {}}
+    assert resources.docker_reading(stopped) is None
+
+
+def test_container_stats_keep_the_cpu_of_every_start() -> None:
+    """A restarted container (a new StartedAt, its cgroup counter from 0) adds a segment; none is lost."""
+    from harness.run import resources
+
+    class FakeContainer:  # the docker package's Container as far as ContainerStats reads it
+        id = "c1"
+        status = "running"
+
+        def __init__(self) -> None:
+            self.attrs: dict[str, Any] = {"State": {"StartedAt": "t0"}}
+            self.cpu_ns = 0
+
+        def reload(self) -> None:
+            pass
+
+        def stats(self, stream: bool) -> dict[str, Any]:
+            return {"cpu_stats": {"cpu_usage": {"total_usage": self.cpu_ns}},
+                    "memory_stats": {"usage": 1000, "stats": {"total_inactive_file": 0}}}
+
+    holder = type("Holder", (), {})()
+    holder.container = FakeContainer()
+    poller = resources.ContainerStats("worker:0", holder, 1.0)
+    holder.container.cpu_ns = 3_000_000_000
+    assert poller.poll() and poller.figures() == (3.0, 1000)
+    holder.container.attrs["State"]["StartedAt"], holder.container.cpu_ns = "t1", 500_000_000
+    assert poller.poll() and poller.figures() == (3.5, 1000)
+    holder.container.status = "exited"
+    assert not poller.poll() and poller.figures() == (3.5, 0)
