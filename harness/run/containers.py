@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -514,6 +513,4 @@ class ContainerSupervisor(Supervisor):
 
 
 def daemon_facts(client: Any) -> dict[str, Any]:
-    version = client.version()
-    return {"server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
-            "docker_host": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
+    return dockerhost.facts(client)

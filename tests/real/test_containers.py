@@ -206,6 +206,23 @@ def test_worker_pause_freezes_the_container(dbos_run: tuple[Path, dict[str, Any]
     assert not [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < end["ns"] - 0.1e9]
 
 
+def test_a_docker_context_names_the_daemon(client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Docker context (DOCKER_CONTEXT, as `docker context use` would) naming this machine's daemon."""
+    from tests.unit.test_containers_config import _docker_config
+
+    _docker_config(tmp_path, monkeypatch, "durabench-local", dockerhost.DEFAULT_HOST)
+    monkeypatch.setenv("DOCKER_CONTEXT", "durabench-local")
+    via_context = dockerhost.connect()
+    try:
+        facts = dockerhost.facts(via_context)
+        assert facts["context"] == "durabench-local" and facts["docker_host"] == dockerhost.DEFAULT_HOST
+        assert facts["local"] and facts["name"] == client.info()["Name"]
+        assert via_context.info()["ID"] == client.info()["ID"]  # the same daemon
+        dockerhost.require_local(facts)
+    finally:
+        via_context.close()
+
+
 LONG_RUN = """
 name: leftover-check
 engines: [dbos]

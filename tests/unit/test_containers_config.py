@@ -132,7 +132,8 @@ def test_docker_stats_reading() -> None:
     v1 = {"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}},
           "memory_stats": {"usage": 50_000_000, "stats": {"total_inactive_file": 8_000_000, "cache": 9_000_000}}}
     assert resources.docker_reading(v1) == (2_500_000_000, 42_000_000)
-    v2 = {"cpu_stats": {"cpu_usage": {"total_usage": 7}}, "memory_stats": {"usage": 100, "stats": {"inactive_file": 30}}}
+    v2 = {"cpu_stats": {"cpu_usage": {"total_usage": 7}},
+          "memory_stats": {"usage": 100, "stats": {"inactive_file": 30}}}
     assert resources.docker_reading(v2) == (7, 70)
     stopped = {"cpu_stats": {"cpu_usage": {"total_usage": 0}}, "memory_stats": {}}
     assert resources.docker_reading(stopped) is None
@@ -166,3 +167,47 @@ def test_container_stats_keep_the_cpu_of_every_start() -> None:
     assert poller.poll() and poller.figures() == (3.5, 1000)
     holder.container.status = "exited"
     assert not poller.poll() and poller.figures() == (3.5, 0)
+
+
+def _docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: str, host: str) -> None:
+    """A docker CLI configuration directory holding one context (as `docker context create` writes it)."""
+    import hashlib
+    import json
+
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(context.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Name": context, "Metadata": {},
+                                                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}}))
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+
+def test_the_daemon_is_chosen_as_the_docker_cli_chooses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import dockerhost
+
+    _docker_config(tmp_path, monkeypatch, "bench", "tcp://10.9.8.7:2375")
+    monkeypatch.setenv("DOCKER_CONTEXT", "bench")
+    assert dockerhost.endpoint() == dockerhost.Endpoint("tcp://10.9.8.7:2375", "bench", None)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/other.sock")  # DOCKER_HOST wins over a context
+    assert dockerhost.endpoint() == dockerhost.Endpoint("unix:///run/other.sock")
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_CONTEXT", "nope")
+    with pytest.raises(UserError, match="Docker context 'nope' does not exist"):
+        dockerhost.endpoint()
+    monkeypatch.setenv("DOCKER_CONTEXT", "default")
+    assert dockerhost.endpoint() == dockerhost.Endpoint(dockerhost.DEFAULT_HOST)
+
+
+def test_only_a_daemon_of_this_machine_runs_a_stack() -> None:
+    from harness import dockerhost
+
+    assert dockerhost.is_local("unix:///var/run/docker.sock", "x", "me")
+    assert dockerhost.is_local("tcp://127.0.0.1:2375", "x", "me") and dockerhost.is_local("tcp://localhost:2376", "x")
+    assert dockerhost.is_local("tcp://10.0.0.5:2376", "me", "me")  # the daemon names itself as this host
+    assert not dockerhost.is_local("tcp://10.0.0.5:2376", "bench-2", "me")
+    assert not dockerhost.is_local("ssh://user@bench-2", "bench-2", "me")
+    remote = {"local": False, "context": "bench-2", "docker_host": "ssh://user@bench-2", "name": "bench-2"}
+    with pytest.raises(UserError, match="Docker context 'bench-2' names the daemon of another machine"):
+        dockerhost.require_local(remote)
+    dockerhost.require_local({**remote, "local": True})
