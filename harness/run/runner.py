@@ -272,7 +272,8 @@ def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: Vari
             yield svc, None
         return
     with containers.running(deploy.client, deploy.image, engine_name, engine.services, run_id, edir,
-                            scenario.durability, settings, scenario.workers.count) as stack:
+                            scenario.durability, settings, scenario.workers.count,
+                            proxied=scenario.needs_proxy) as stack:
         yield stack.services, stack
 
 

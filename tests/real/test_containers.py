@@ -206,6 +206,29 @@ def test_worker_pause_freezes_the_container(dbos_run: tuple[Path, dict[str, Any]
     assert not [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < end["ns"] - 0.1e9]
 
 
+def test_partition_of_the_driver_from_the_store(runtime_image: str, tmp_path: Path) -> None:
+    """Two groups: the driver (through the proxy in front of the published port) cut off from the store,
+    the workers (on the stack's network) not."""
+    run_dir, summary = _run("tests/e2e/containers-driver-partition.yaml", tmp_path)
+    e = summary["engines"]["dbos"]
+    _assert_every_id_checked(run_dir, "dbos", e)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    postgres = manifest["engines"]["dbos"]["services"]["postgres"]
+    assert postgres["proxied_url"] != postgres["url"] and postgres["inner_url"].startswith("postgresql://postgres@postgres")
+    history = _history(run_dir)
+    start = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "partition")
+    end = next(r for r in history if r["ev"] == "fault_end" and r["fault_id"] == start["fault_id"])
+    assert start["target"] == "link:store" and start["workers"] == [] and end["healed_by"] == "proxy healed"
+    inside = (start["ns"] + 0.5e9, end["ns"])
+    # the driver: no submission acknowledged while cut off (its enqueue waits on the proxy) ...
+    acks = [r["ns"] for r in history if r["ev"] == "ack" and r["outcome"] == "ok"]
+    assert not [ns for ns in acks if inside[0] < ns < inside[1]] and [ns for ns in acks if ns > end["ns"]]
+    # ... the workers: steps of workflows submitted before it go on during it
+    assert [r for r in history if r["ev"] == "step_start" and inside[0] < r["ns"] < inside[1]]
+    recovery = next(f for f in e["recovery"] if f["kind"] == "partition")
+    assert recovery["end_s"] is not None
+
+
 def test_a_docker_context_names_the_daemon(client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Docker context (DOCKER_CONTEXT, as `docker context use` would) naming this machine's daemon."""
     from tests.unit.test_containers_config import _docker_config

@@ -99,11 +99,16 @@ def test_container_partitions_need_deploy_containers() -> None:
         scenario.parse({**BASE, "deploy": "containers", "faults": [{**fault, "target": "worker:7"}]}, "s.yaml")
 
 
-def test_proxy_faults_are_refused_under_containers() -> None:
-    fault = {"kind": "latency", "at": "2s", "duration": "2s"}
-    assert scenario.parse({**BASE, "faults": [fault]}, "s.yaml").needs_proxy
-    with pytest.raises(ScenarioError, match="TCP proxy"):
-        scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+def test_link_faults_under_containers_act_on_the_driver_s_link() -> None:
+    """link:store under containers: the proxy in front of the published port (the driver's link only)."""
+    for kind in ("latency", "partition", "reset-connections"):
+        fault = {"kind": kind, "target": "link:store", "at": "2s"} | ({} if kind == "reset-connections"
+                                                                       else {"duration": "2s"})
+        sc = scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+        assert sc.needs_proxy and not sc.faults[0].container_target
+    with pytest.raises(ScenarioError, match="link:store"):
+        scenario.parse({**BASE, "deploy": "containers",
+                        "faults": [{"kind": "latency", "target": "worker:0", "at": "2s", "duration": "2s"}]}, "s.yaml")
     assert scenario.parse(BASE, "s.yaml", {"deploy": "containers"}).deploy == "containers"
 
 
