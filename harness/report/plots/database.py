@@ -45,6 +45,8 @@ def _stacked(ax: Axes, names: list[str], parts: list[dict[str, float | None]], k
     for x, (top, note) in enumerate(zip(bottoms, notes, strict=True)):
         ax.annotate(note, (x, top), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7,
                     color="#444444")
+    if bottoms and max(bottoms) > 0:
+        ax.set_ylim(0, max(bottoms) * 1.18)  # headroom for the notes above the bars
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, frameon=False)
@@ -62,7 +64,7 @@ def wal_per_step(ax: Axes, runs: RunsArg) -> Axes:
         parts.append({c: st["by_category"][c]["wal_bytes"]["per_step"] for c in CATEGORIES})
         idle = sum((st["by_category"][c]["wal_bytes"]["per_s"] or 0.0) for c in CATEGORIES)
         rate = f"{idle / 1024:.0f} KiB/s" if idle >= 1024 else f"{idle:.0f} B/s"
-        notes.append(f"+{rate} idle" if st.get("fixed_subtracted") else "idle not measured")
+        notes.append(f"+{rate} idle" if st.get("fixed_subtracted") else "idle not measured:\nfixed costs included")
     _stacked(ax, names, parts, CATEGORIES, CATEGORY_COLORS, notes)
     ax.set_ylabel("WAL bytes per step (per-workflow part)")
     ax.set_title("WAL per step, by statement category", loc="left", fontsize=10)
@@ -81,7 +83,7 @@ def transactions_per_step(ax: Axes, runs: RunsArg) -> Axes:
         tx = st.get("transactions", {})
         parts.append({db: (tx.get(db) or {}).get("per_step") for db in DATABASE_COLORS})
         idle = sum(((tx.get(db) or {}).get("per_s") or 0.0) for db in DATABASE_COLORS)
-        notes.append(f"+{idle:.0f} tx/s idle" if st.get("fixed_subtracted") else "idle not measured")
+        notes.append(f"+{idle:.0f} tx/s idle" if st.get("fixed_subtracted") else "idle not measured:\nfixed costs included")
     _stacked(ax, names, parts, tuple(DATABASE_COLORS), DATABASE_COLORS, notes)
     ax.set_ylabel("transactions per step (per-workflow part)")
     ax.set_title("Transactions per step, by database", loc="left", fontsize=10)
