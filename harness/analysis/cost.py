@@ -265,7 +265,8 @@ def analyze(edir: Path, events: list[dict[str, Any]], floor_records: list[dict[s
 
 # ------------------------------------------------------------------ report
 
-def _f(value: Any, digits: int = 1) -> str:
+def fmt_value(value: Any, digits: int = 1) -> str:
+    """A figure for a table: "-" when not measured, whole numbers from 100 up."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -273,6 +274,9 @@ def _f(value: Any, digits: int = 1) -> str:
             return f"{value:.0f}"
         return f"{value:.{digits}f}"
     return str(value)
+
+
+_f = fmt_value  # short: the report tables below use it in every cell
 
 
 def _mib(value: int | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.analysis.cost import fmt_value as _f
 from harness.analysis.statements import CATEGORIES
 
 TOP = 8
@@ -29,16 +30,6 @@ FAIRNESS = (
     "a per-second cost, measured while idle and subtracted from the per-workflow part like Temporal's polling "
     "and housekeeping.",
 )
-
-
-def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _pair(entry: dict[str, Any] | None, key: str = "per_workflow", digits: int = 1) -> str:
