@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowExecution
 
 T = TypeVar("T")
+RELIST_MIN_MISSES = 100  # lookup: list the task queue again when more ids than this miss the last listing
+RELIST_AFTER_S = 1.0  # ... and that listing is older than this
 
 # Timeouts that detect a dead worker: this many step times, at least MIN_DETECT_S.
 DETECT_STEP_FACTOR = 20
@@ -244,6 +246,12 @@ class TemporalClient:
         self._conflict = WorkflowIDConflictPolicy[s["id_conflict_policy"]]
         self._reuse = WorkflowIDReusePolicy[s["id_reuse_policy"]]
         self._lookup_concurrency = int(s["lookup_concurrency"])
+        # closed workflows seen in visibility listings: later lookup batches are answered from here
+        # instead of listing the whole task queue again for every batch. Closed is final only when an
+        # id cannot be started again (REJECT_DUPLICATE, the default); other policies list every call.
+        self._keep_closed = s["id_reuse_policy"] == "REJECT_DUPLICATE"
+        self._closed: dict[str, EngineRecord] = {}
+        self._listed_at: float | None = None
 
     async def submit(self, workflow_id: str) -> None:
         from datetime import timedelta
@@ -273,14 +281,19 @@ class TemporalClient:
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         from temporalio.service import RPCError, RPCStatusCode
 
-        wanted = set(workflow_ids)
-        out: dict[str, EngineRecord] = {}
-        # One paged visibility query for the run's task queue (1000 per page) answers closed
-        # workflows; visibility lags the history store, so anything not closed there is asked
-        # again with describe(), which reads the workflow's own (consistent) state.
-        async for ex in self._client.list_workflows(f"TaskQueue = '{self._task_queue}'", page_size=1000):
-            if ex.id in wanted and ex.close_time is not None:
-                out[ex.id] = _record(ex)
+        # A paged visibility query for the run's task queue (1000 per page) answers closed
+        # workflows, kept across calls; visibility lags the history store, so anything not closed
+        # there is asked again with describe(), which reads the workflow's own (consistent) state.
+        # The listing is repeated only when many ids miss it and it is older than a second: one
+        # listing per lookup batch would make a run's final lookup quadratic in its workflows.
+        misses = sum(1 for wf_id in workflow_ids if wf_id not in self._closed)
+        if misses and (self._listed_at is None or (misses > RELIST_MIN_MISSES
+                                                   and time.monotonic() - self._listed_at > RELIST_AFTER_S)):
+            self._listed_at = time.monotonic()
+            async for ex in self._client.list_workflows(f"TaskQueue = '{self._task_queue}'", page_size=1000):
+                if ex.close_time is not None:
+                    self._closed[ex.id] = _record(ex)
+        out = {wf_id: self._closed[wf_id] for wf_id in workflow_ids if wf_id in self._closed}
         sem = asyncio.Semaphore(self._lookup_concurrency)
 
         async def describe(wf_id: str) -> tuple[str, EngineRecord]:
@@ -294,7 +307,11 @@ class TemporalClient:
             return wf_id, _record(desc)
 
         rest = [wf_id for wf_id in dict.fromkeys(workflow_ids) if wf_id not in out]
-        out.update(await asyncio.gather(*(describe(wf_id) for wf_id in rest)))
+        described = dict(await asyncio.gather(*(describe(wf_id) for wf_id in rest)))
+        self._closed.update((wf_id, r) for wf_id, r in described.items() if r.status in ("completed", "failed"))
+        out.update(described)
+        if not self._keep_closed:
+            self._closed, self._listed_at = {}, None
         await self._dequeue_evidence(out, sem)
         return out
 
