@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.analysis import checker
 from harness.errors import UserError
 from harness.scenario import SloLimits, SloSpec
 
@@ -176,8 +177,13 @@ def _violations(sums: list[dict[str, Any]], engine: str) -> GateResult:
     if not bad:
         return GateResult(engine, "violations", "pass", "the checker found no anomaly"
                           + (f" in {len(sums)} repetitions" if len(sums) > 1 else "") + _not_measured(sums))
-    keys = ("lost", "unexpected", "missing_steps", "replayed_completed_steps")  # checker.CheckResult.correct
-    counts = ", ".join(f"{max(int(s.get(k) or 0) for s in bad)} {k.replace('_', ' ')}" for k in keys)
+    def count(s: dict[str, Any], key: str) -> int:  # the chain's counts, else the program checks' ones
+        return int(s.get(key) or ((s.get("program") or {}).get("counts") or {}).get(key) or 0)
+
+    worst = {k: max(count(s, k) for s in bad) for k in checker.VIOLATIONS}  # what CheckResult.correct reads
+    interrupted = sum(1 for s in bad if s.get("verdict") == "interrupted")
+    counts = ", ".join([f"{n} {k.replace('_', ' ')}" for k, n in worst.items() if n]
+                       + ([f"{interrupted} interrupted"] if interrupted else [])) or "none counted"
     where = f" in {len(bad)} of {len(sums)} repetitions" if len(sums) > 1 else ""
     return GateResult(engine, "violations", "fail", f"checker anomalies{where}: {counts}{_not_measured(sums)}")
 

@@ -156,3 +156,13 @@ def test_junit_path_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
         junit.check_path(tmp_path)
     with pytest.raises(UserError, match="is a file, not a directory"):
         junit.check_path(tmp_path / "file" / "x.xml")
+
+
+def test_violations_message_names_program_anomalies() -> None:
+    """A program run fails the gate on a program check (double effects) and the message says which."""
+    summary = {"engines": {"celery": {"status": "ok", "verdict": "violations", "lost": 0, "unexpected": 0,
+                                      "throughput_per_s": 1.0,
+                                      "program": {"counts": {"effects_duplicated": 3, "effects_missing": None}}}}}
+    (result,) = [g for g in gates.evaluate([summary], SloSpec(), {"violations"}) if g.gate == "violations"]
+    assert result.outcome == "fail"
+    assert result.message == "checker anomalies: 3 effects duplicated"
