@@ -11,6 +11,12 @@ The daemon is chosen as the docker CLI chooses it: ``DOCKER_HOST`` (with ``DOCKE
 context (``docker context use NAME``: ``currentContext`` in ``~/.docker/config.json``), else the
 local socket. ``deploy: containers`` needs that daemon on this machine (``is_local``): the worker
 containers bind-mount the run directory and the servers publish their ports on 127.0.0.1.
+
+A second daemon, the **workers' daemon** (``containers.workers_daemon``: a URL such as
+``ssh://user@host`` / ``tcp://host:2376`` / ``unix:///path``, or a Docker context name), may hold the
+worker containers of a run (harness/run/containers.py, "Multi-host"); ``endpoint_named`` resolves it
+and ``connect(where)`` reaches it. The reaper and ``remove_leftovers`` clean it too. Containers carry
+the owner's host name (``durabench.owner_host``): an owner of another host is never judged dead here.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ LABEL = "durabench"  # every object durabench owns carries durabench=1
 OWNER = "durabench.owner"
 OWNER_START = "durabench.owner_start"
 RUN = "durabench.run"
+OWNER_HOST = "durabench.owner_host"
 API_TIMEOUT_S = 120
 PING_TIMEOUT_S = 3
 MAX_POOL_SIZE = 96  # one connection blocks in wait() per worker container (up to 64), plus calls
@@ -68,15 +75,34 @@ def endpoint() -> Endpoint:
     return Endpoint(str(ctx.Host), name, ctx.TLSConfig)
 
 
-def connect(timeout_s: float = API_TIMEOUT_S) -> Any:
-    """A client of the daemon, or a UserError saying how to get one."""
+def endpoint_named(value: str) -> Endpoint:
+    """The daemon that ``value`` names: a URL (``scheme://...``) or a Docker context's name."""
+    if "://" in value:
+        return Endpoint(value)
+    from docker.context import ContextAPI
+
+    try:
+        ctx = ContextAPI.get_context(value)
+    except Exception as exc:  # a corrupt context directory
+        raise UserError(f"Docker context {value!r} cannot be read ({exc}); fix it with `docker context inspect "
+                        f"{value}`") from None
+    if ctx is None or not ctx.Host:
+        raise UserError(f"{value!r} is neither a daemon URL (unix://, tcp://, ssh://) nor a Docker context "
+                        "(`docker context ls` lists them)")
+    return Endpoint(str(ctx.Host), value, ctx.TLSConfig)
+
+
+def connect(timeout_s: float = API_TIMEOUT_S, where: Endpoint | None = None) -> Any:
+    """A client of the daemon (``where``, else the one the docker CLI would use), or a UserError saying
+    how to get one."""
     try:
         import docker
     except ImportError:
         raise UserError("containers need the docker package: pip install 'docker>=7'") from None
-    where = endpoint()
+    default = where is None
+    where = endpoint() if where is None else where
     try:
-        if where.context is None and os.environ.get("DOCKER_HOST"):
+        if default and where.context is None and os.environ.get("DOCKER_HOST"):
             client = docker.DockerClient(**_env_kwargs(), timeout=int(timeout_s), max_pool_size=MAX_POOL_SIZE)
         else:
             client = docker.DockerClient(base_url=where.host, tls=where.tls or False, timeout=int(timeout_s),
@@ -106,12 +132,14 @@ def is_local(host: str, daemon_name: str, hostname: str | None = None) -> bool:
     return daemon_name == (hostname or socket.gethostname())
 
 
-def facts(client: Any) -> dict[str, Any]:
-    """What the manifest records of the daemon: versions, endpoint, context, name and whether it is local."""
+def facts(client: Any, where: Endpoint | None = None) -> dict[str, Any]:
+    """What the manifest records of the daemon: its id, versions, endpoint, context, name and whether it
+    is local (``where``: the daemon it was reached at, else the docker CLI's)."""
     version = client.version()
-    where = endpoint()
-    name = str(client.info().get("Name", ""))
-    return {"server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
+    where = endpoint() if where is None else where
+    info = client.info()
+    name = str(info.get("Name", ""))
+    return {"id": info.get("ID"), "server_version": version.get("Version"), "api_version": version.get("ApiVersion"),
             "docker_host": where.host, "context": where.context, "name": name, "local": is_local(where.host, name)}
 
 
@@ -122,8 +150,8 @@ def require_local(daemon: dict[str, Any]) -> None:
         raise UserError(
             f"{via} names the daemon of another machine ({daemon['docker_host']}, named {daemon['name']!r}); "
             "deploy: containers needs the daemon on this machine (worker containers bind-mount the run directory, "
-            "servers publish on 127.0.0.1). Run durabench on that machine, or use workers.remote with "
-            "ledger: shipped for workers elsewhere (docs/scenarios.md)")
+            "servers publish on 127.0.0.1). Run durabench on that machine, or keep this daemon for the servers and "
+            "put only the workers there with containers.workers_daemon (docs/containers.md, \"Multi-host\")")
 
 
 def available() -> str | None:
@@ -137,10 +165,15 @@ def available() -> str | None:
 
 def owner_labels(run: str) -> dict[str, str]:
     me = psutil.Process()
-    return {LABEL: "1", OWNER: str(me.pid), OWNER_START: f"{me.create_time():.3f}", RUN: run}
+    return {LABEL: "1", OWNER: str(me.pid), OWNER_START: f"{me.create_time():.3f}", RUN: run,
+            OWNER_HOST: socket.gethostname()}
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:
+    """Whether the durabench process that owns an object is alive; one of another host (a workers'
+    daemon shared by several machines) counts as alive: only its own host can tell."""
+    if labels.get(OWNER_HOST, socket.gethostname()) != socket.gethostname():
+        return True
     try:
         proc = psutil.Process(int(labels.get(OWNER, "0")))
         return abs(proc.create_time() - float(labels.get(OWNER_START, "0"))) < 0.01
@@ -168,13 +201,15 @@ def remove_owned(client: Any, owner: int | None = None, dead_only: bool = False)
     return removed
 
 
-def remove_leftovers() -> list[str]:
-    """At start: remove containers and networks of durabench processes that are no longer alive.
-    Costs nothing when no daemon is configured (no socket, no DOCKER_HOST)."""
-    if not ({"DOCKER_HOST", "DOCKER_CONTEXT"} & set(os.environ)) and not os.path.exists("/var/run/docker.sock"):
+def remove_leftovers(where: Endpoint | None = None) -> list[str]:
+    """At start: remove containers and networks of durabench processes that are no longer alive, on
+    the daemon ``where`` (else the docker CLI's). Costs nothing when no daemon is configured (no
+    socket, no DOCKER_HOST)."""
+    if where is None and not ({"DOCKER_HOST", "DOCKER_CONTEXT"} & set(os.environ)) \
+            and not os.path.exists("/var/run/docker.sock"):
         return []
     try:
-        client = connect(PING_TIMEOUT_S)
+        client = connect(PING_TIMEOUT_S, where)
     except UserError:
         return []
     try:

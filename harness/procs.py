@@ -67,12 +67,13 @@ class _Registry:
             self._reaper.stdin.flush()
             self._sync()
 
-    def add_docker_owner(self) -> None:
-        """Tell the reaper to remove this process's containers (harness/dockerhost.py) when it dies."""
+    def add_docker_owner(self, daemon: str = "") -> None:
+        """Tell the reaper to remove this process's containers (harness/dockerhost.py) when it dies: on
+        the docker CLI's daemon, or on ``daemon`` (a URL or a Docker context name)."""
         with self._lock:
             self._ensure_reaper()
             assert self._reaper is not None and self._reaper.stdin is not None
-            self._reaper.stdin.write(f"D{os.getpid()}\n".encode())
+            self._reaper.stdin.write(f"D{os.getpid()}{' ' + daemon if daemon else ''}\n".encode())
             self._reaper.stdin.flush()
 
     def remove(self, pgid: int) -> None:

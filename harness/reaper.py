@@ -1,9 +1,10 @@
 """The reaper: kills every registered process group when the harness's pipe closes.
 
 Protocol on stdin: ``+PGID`` registers a group, ``-PGID`` forgets it, ``DPID`` says that the harness
-process PID owns Docker containers (harness/dockerhost.py). End of file (the harness exited, crashed
-or was SIGKILLed) kills every group still registered, then removes every container and network
-labelled with an owner it was told about.
+process PID owns Docker containers (harness/dockerhost.py) on the docker CLI's daemon, ``DPID DAEMON``
+on the daemon DAEMON names (a URL or a Docker context: the workers' daemon of a multi-host run). End
+of file (the harness exited, crashed or was SIGKILLed) kills every group still registered, then
+removes every container and network labelled with an owner it was told about, on every daemon named.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: set[int] = set()
-    docker_owners: set[int] = set()
+    docker_owners: set[tuple[int, str]] = set()  # (owner pid, daemon; "" for the docker CLI's)
     for line in sys.stdin.buffer:
         text = line.strip().decode()
         if text.startswith("+"):
@@ -24,21 +25,25 @@ def main() -> None:
         elif text.startswith("-"):
             groups.discard(int(text[1:]))
         elif text.startswith("D"):
-            docker_owners.add(int(text[1:]))
+            pid, _, daemon = text[1:].partition(" ")
+            docker_owners.add((int(pid), daemon))
     for pgid in groups:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    if docker_owners:
-        from harness import dockerhost
+    if not docker_owners:
+        return
+    from harness import dockerhost
 
+    for daemon in sorted({d for _, d in docker_owners}):
         try:
-            client = dockerhost.connect()
+            client = dockerhost.connect(where=dockerhost.endpoint_named(daemon) if daemon else None)
         except dockerhost.UserError:
-            return  # no daemon: nothing of ours can be running there
-        for owner in docker_owners:
-            dockerhost.remove_owned(client, owner)
+            continue  # no daemon: nothing of ours can be running there
+        for owner, on in docker_owners:
+            if on == daemon:
+                dockerhost.remove_owned(client, owner)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,22 @@ expected and what was given.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness import program
 from harness.contract import Workload
@@ -281,6 +290,39 @@ class LoadSpec(_Strict):
         return self
 
 
+class ContainersSpec(_Strict):
+    """``containers:`` of deploy: containers (docs/containers.md). ``workers_daemon``: the Docker daemon
+    (a URL such as ``ssh://user@host`` or ``tcp://host:2376``, or a Docker context name) that runs the
+    worker containers, while the servers and the driver stay with durabench's own daemon ("Multi-host");
+    ``advertise``: this machine's IP address as the workers' host reaches it. The servers' ports and the
+    ledger collector are then published on that address too (else on loopback only)."""
+
+    workers_daemon: str | None = Field(None, min_length=1)
+    advertise: str | None = None
+
+    @field_validator("advertise")
+    @classmethod
+    def _an_ip_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("an IP address of this machine (the servers' ports are published on it)") from None
+        if address.is_loopback or address.is_unspecified:
+            raise ValueError("an address of this machine that the workers' host reaches (not loopback, not 0.0.0.0)")
+        return value
+
+    @model_validator(mode="after")
+    def _together(self) -> ContainersSpec:
+        if (self.workers_daemon is None) != (self.advertise is None):
+            given, needed = ("workers_daemon", "advertise") if self.advertise is None else ("advertise",
+                                                                                            "workers_daemon")
+            raise _FieldError(f"containers.{needed}", f"a value: {given} and {needed} go together "
+                              "(docs/containers.md, \"Multi-host\")", None)
+        return self
+
+
 class WorkersSpec(_Strict):
     count: int = Field(2, ge=1, le=64)
     restart_delay: Duration = 1.0
@@ -444,6 +486,7 @@ class Scenario(_Strict):
     engines: list[str] = Field(min_length=1)
     durability: Literal["strict", "relaxed", "volatile"] = "strict"
     deploy: Literal["processes", "containers"] = "processes"
+    containers: ContainersSpec = ContainersSpec()
     seed: int = 1
     workload: WorkloadSpec = WorkloadSpec()
     load: LoadSpec = LoadSpec()
@@ -462,6 +505,9 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
         _check_unique_engines(self.engines)
+        if self.containers.workers_daemon is not None and self.deploy != "containers":
+            raise _FieldError("containers.workers_daemon", "deploy: containers (the workers' daemon places worker "
+                              "containers)", self.containers.workers_daemon)
         for name in self.slo.engines:
             if name not in self.engines:
                 raise _FieldError(f"slo.engines.{name}", f"one of the scenario's engines {self.engines}", name)
@@ -665,6 +711,8 @@ def parse(data: Any, source: str, overrides: dict[str, Any] | None = None) -> Sc
             doc["load"] = {**doc.get("load", {}), key: value}
         elif key == "workers":
             doc["workers"] = {**doc.get("workers", {}), "count": value}
+        elif key in ("workers_daemon", "advertise"):
+            doc["containers"] = {**doc.get("containers", {}), key: value}
         else:
             raise UserError(f"unknown override {key!r}")
     doc["overrides"] = applied

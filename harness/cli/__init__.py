@@ -3,6 +3,7 @@
     durabench run SCENARIO [--engines a,b] [--out DIR] [--duration 20s] [--rate N] [--workers K]
                            [--durability strict|relaxed|volatile] [--generator pacer|locust] [--locust-ui]
                            [--deploy processes|containers]
+                           [--workers-docker-host URL|CONTEXT --advertise IP]
                            [--quiet] [--repeat N] [--fail-on violations,slo] [--junit FILE]
     durabench engines [--cost [--scenario FILE] [--idle 2s]]
     durabench check SCENARIO...
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     _gate_flags(p)
     p.add_argument("--deploy", choices=["processes", "containers"],
                    help="servers and workers as child processes (default) or as containers (docs/scenarios.md)")
+    p.add_argument("--workers-docker-host", metavar="URL|CONTEXT",
+                   help="with --deploy containers: the Docker daemon that runs the worker containers (servers stay "
+                        "on this machine's daemon); needs --advertise (docs/containers.md, Multi-host)")
+    p.add_argument("--advertise", metavar="IP",
+                   help="this machine's address as the workers' daemon host reaches it: the servers' ports are "
+                        "published there too (only when given)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("engines", help="list installed engine adapters and what each needs")
     p.add_argument("--cost", action="store_true",

@@ -43,7 +43,8 @@ def scenario_overrides(args: argparse.Namespace) -> dict[str, object]:
         raise UserError("--engines is empty; give a comma-separated list such as dbos,temporal")
     return {"engines": engines, "duration": args.duration, "rate": args.rate, "workers": args.workers,
             "durability": args.durability, "generator": getattr(args, "generator", None),
-            "deploy": getattr(args, "deploy", None)}
+            "deploy": getattr(args, "deploy", None), "workers_daemon": getattr(args, "workers_docker_host", None),
+            "advertise": getattr(args, "advertise", None)}
 
 
 def _repeat(value: int | None) -> int:

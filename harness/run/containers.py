@@ -24,25 +24,29 @@ processes). Every container runs with ``init=True`` (a Python PID 1 would ignore
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import shutil
+import socket
 import sys
+import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from harness import dockerhost, gobuild
 from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
-from harness.run import image, services
+from harness.run import image, services, shipping
 from harness.run.proxy import Proxy
 from harness.supervisor import Supervisor
 
@@ -55,6 +59,12 @@ STOP_TIMEOUT_S = 5
 SERVICE_KEYS = {"image", "command", "init", "stop_signal", "shm_size", "ports", "healthcheck", "environment",
                 "volumes", "depends_on", "deploy"}
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+# multi-host: a worker container on the workers' daemon holds its config and ledger spool here (no bind mount)
+WORKER_DIR = "/durabench-worker"
+WORKER_CONFIG = f"{WORKER_DIR}/config.json"
+WORKER_SPOOL = f"{WORKER_DIR}/spool"
+TRANSFER_CHUNK_BYTES = 1 << 20
+TRANSFER_SAY_BYTES = 128 << 20  # a progress line per 128 MB of image sent to the workers' daemon
 
 
 # -- compose files -------------------------------------------------------------------------------
@@ -120,24 +130,33 @@ def _name(*parts: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(parts))
 
 
-def _published_port(container: Any, port: int) -> int:
+def _published_port(container: Any, port: int, host_ip: str = "127.0.0.1") -> int:
     bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
     for binding in bindings:
-        if binding.get("HostIp") in ("127.0.0.1", ""):
+        if binding.get("HostIp") in (host_ip, ""):
             return int(binding["HostPort"])
-    raise ServiceError(f"{container.name}: port {port} is not published on 127.0.0.1")
+    raise ServiceError(f"{container.name}: port {port} is not published on {host_ip}")
 
 
-def _ports(spec: list[str]) -> dict[str, tuple[str, int]]:
-    """Compose ``"127.0.0.1::5432"`` entries: published on loopback only, at a free host port chosen
-    here (Docker would pick a new one at every restart of the container, e.g. after restart-store)."""
-    out: dict[str, tuple[str, int]] = {}
+def _free_port_on(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def _ports(spec: list[str], advertise: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Compose ``"127.0.0.1::5432"`` entries: published on loopback, at a free host port chosen here
+    (Docker would pick a new one at every restart of the container, e.g. after restart-store), and
+    on ``advertise`` too when the workers run on another daemon (the only wider binding, asked for)."""
+    out: dict[str, list[tuple[str, int]]] = {}
     for entry in spec:
         host_ip, _, rest = str(entry).partition(":")
         host_port, _, port = rest.partition(":")
         if host_ip != "127.0.0.1" or not port:
             raise UserError(f"port {entry!r}: durabench publishes on loopback only, as 127.0.0.1::PORT")
-        out[f"{port}/tcp"] = ("127.0.0.1", int(host_port) if host_port else services.free_port())
+        out[f"{port}/tcp"] = [("127.0.0.1", int(host_port) if host_port else services.free_port())]
+        if advertise is not None:
+            out[f"{port}/tcp"].append((advertise, _free_port_on(advertise)))
     return out
 
 
@@ -292,8 +311,12 @@ class Stack:
     """The network, server containers and worker template of one engine run."""
 
     def __init__(self, client: Any, image_tag: str, engine: str, run_id: str, work_dir: Path, profile: str,
-                 server_settings: dict[str, dict[str, Any]], workers: int) -> None:
+                 server_settings: dict[str, dict[str, Any]], workers: int,
+                 workers_daemon: WorkersDaemon | None = None) -> None:
         self.client = client
+        self.workers = workers_daemon  # multi-host: the worker containers' daemon (None: this one)
+        self.worker_net: Any = None  # the workers' network on that daemon
+        self.collector_url = ""  # multi-host: where worker containers ship their ledgers (set by the runner)
         self.image = image_tag
         self.engine = engine
         self.prefix = _name("durabench", run_id, engine)
@@ -319,14 +342,17 @@ class Stack:
         missing = [s for s in service_names if s not in self.specs]
         if missing:
             raise UserError(f"{compose_path(self.engine)}: no service for {missing} (the engine needs {service_names})")
-        self.network = self._create_network()
+        self.network = self._create_network(self.client)
+        if self.workers is not None:
+            self.worker_net = self._create_network(self.workers.client)
+        advertise = self.workers.advertise if self.workers is not None else None
         for name in service_names:
             spec = self.specs[name]
             command = list(spec["command"])
             yes, no = ("on", "off") if name == "postgres" else ("yes", "no")
             for key, value in self.server_settings.get(name, {}).items():
                 command += ["--set", f"{key}={services._setting(value, yes, no)}"]
-            container = self._create(f"{self.prefix}-{name}", spec, command, name)
+            container = self._create(f"{self.prefix}-{name}", spec, command, name, advertise=advertise)
             svc = ContainerService(name, container, self.network, self.work_dir / "logs" / f"{name}.log",
                                    list(spec["healthcheck"]["test"])[1:], data_dir=self.scratch / name)
             svc.data_dir.mkdir(parents=True, exist_ok=True)
@@ -335,34 +361,44 @@ class Stack:
             container.reload()
             port = services.CONTAINER_PORTS[name]
             svc.port = _published_port(container, port)
-            svc.url, svc.inner_url = _urls(name, svc.port, port)
+            svc.url = _url(name, "127.0.0.1", svc.port)
+            # the workers reach the servers by name on the stack's network, or on another daemon through
+            # the port published on the advertised address
+            svc.inner_url = (_url(name, name, port) if advertise is None
+                             else _url(name, advertise, _published_port(container, port, advertise)))
             if name == "temporal":
                 svc.extra = {"metrics": f"http://127.0.0.1:{_published_port(container, port + 2)}/metrics",
                              "sqlite_file": None}  # inside the container: the probe reports no sqlite_bytes
             svc.wait_healthy()
 
-    def _create_network(self) -> Any:
+    def _create_network(self, client: Any) -> Any:
         """A bridge network whose subnet counts as user-configured (Docker's own pick, made explicit), so a
         container reconnected after a partition gets its address back: its TCP connections then survive the
         partition as they would a real network's (packets lost meanwhile, retransmitted after)."""
         import docker.types
 
-        probe = self.client.networks.create(self.prefix, driver="bridge", labels=self.labels)
+        probe = client.networks.create(self.prefix, driver="bridge", labels=self.labels)
         config = probe.attrs["IPAM"]["Config"][0]
         probe.remove()
         pool = docker.types.IPAMPool(subnet=config["Subnet"], gateway=config.get("Gateway"))
-        return self.client.networks.create(self.prefix, driver="bridge", labels=self.labels,
-                                           ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+        return client.networks.create(self.prefix, driver="bridge", labels=self.labels,
+                                      ipam=docker.types.IPAMConfig(pool_configs=[pool]))
 
     def _create(self, name: str, spec: dict[str, Any], command: list[str], alias: str | None,
-                environment: dict[str, str] | None = None) -> Any:
+                environment: dict[str, str] | None = None, advertise: str | None = None,
+                remote: bool = False) -> Any:
+        """A container of the stack; ``remote``: on the workers' daemon, on its network, without the
+        spec's volumes (no bind mount reaches another machine)."""
         env = {k: str(v) for k, v in (spec.get("environment") or {}).items()}
         env.update(environment or {})
-        container = self.client.containers.create(
+        client = self.workers.client if remote and self.workers is not None else self.client
+        network = self.worker_net if remote else self.network
+        container = client.containers.create(
             spec["image"], command, name=name, labels=self.labels, init=bool(spec.get("init", True)),
-            environment=env, ports=_ports(spec.get("ports") or []), volumes=_volumes(spec.get("volumes") or []),
+            environment=env, ports=_ports(spec.get("ports") or [], advertise),
+            volumes=None if remote else _volumes(spec.get("volumes") or []),
             stop_signal=spec.get("stop_signal"), shm_size=spec.get("shm_size"), detach=True,
-            network=self.network.name, hostname=alias or name)
+            network=network.name, hostname=alias or name)
         if alias is not None:  # the service name resolves on the stack's network
             self.network.disconnect(container)
             self.network.connect(container, aliases=[alias])
@@ -372,19 +408,37 @@ class Stack:
     def worker_container(self, index: int, config_path: Path, argv: list[str]) -> Any:
         spec = self.specs["worker"]
         env = {CONFIG_ENV: str(config_path), "DURABENCH_WORKER_INDEX": str(index)}
-        return self._create(f"{self.prefix}-worker-{index}", spec, argv, None, env)
+        if self.workers is None:
+            return self._create(f"{self.prefix}-worker-{index}", spec, argv, None, env)
+        # another daemon: ``durabench worker`` runs the engine's worker with its ledger in a spool inside
+        # the container and ships it to the run's collector (harness/run/shipping.py); its config goes in
+        # through the API (put_archive) before the first start
+        command = ["durabench", "worker", "--config", WORKER_CONFIG, "--collector", self.collector_url,
+                   "--spool", WORKER_SPOOL]
+        env[CONFIG_ENV] = WORKER_CONFIG
+        container = self._create(f"{self.prefix}-worker-{index}", spec, command, None, env, remote=True)
+        if not container.put_archive("/", _tar({f"{WORKER_DIR.lstrip('/')}/config.json": config_path.read_bytes()})):
+            raise ServiceError(f"{container.name}: the workers' daemon refused the worker config")
+        return container
 
-    def disconnect(self, container: Any) -> str:
-        """A real partition: the container leaves the stack's network (its name stops resolving, packets
-        to and from it are lost). Returns its address, for ``connect``."""
+    @property
+    def worker_network(self) -> Any:
+        """The network the worker containers are on: the stack's, or theirs on the workers' daemon."""
+        return self.network if self.worker_net is None else self.worker_net
+
+    def disconnect(self, container: Any, network: Any = None) -> str:
+        """A real partition: the container leaves the stack's network (or ``network``: its name stops
+        resolving, packets to and from it are lost). Returns its address, for ``connect``."""
+        network = self.network if network is None else network
         container.reload()
-        address = str(container.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"])
-        self.network.disconnect(container, force=True)
+        address = str(container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"])
+        network.disconnect(container, force=True)
         return address
 
-    def connect(self, container: Any, address: str, alias: str | None = None) -> None:
+    def connect(self, container: Any, address: str, alias: str | None = None, network: Any = None) -> None:
         """Heal a partition: back on the network at the same address (and under its service name)."""
-        self.network.connect(container, aliases=[alias] if alias else None, ipv4_address=address or None)
+        network = self.network if network is None else network
+        network.connect(container, aliases=[alias] if alias else None, ipv4_address=address or None)
 
     def down(self) -> None:
         """Collect every container's log into the engine's logs/, then remove containers and network."""
@@ -398,27 +452,50 @@ class Stack:
         for container in self.containers:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
-        if self.network is not None:
-            with contextlib.suppress(Exception):
-                self.network.remove()
+        for network in (self.network, self.worker_net):
+            if network is not None:
+                with contextlib.suppress(Exception):
+                    network.remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _urls(name: str, host_port: int, port: int) -> tuple[str, str]:
+def _url(name: str, host: str, port: int) -> str:
+    """How a client reaches server ``name`` at ``host:port``."""
     if name == "postgres":
-        return f"postgresql://postgres@127.0.0.1:{host_port}/postgres", f"postgresql://postgres@{name}:{port}/postgres"
+        return f"postgresql://postgres@{host}:{port}/postgres"
     if name == "redis":
-        return f"redis://127.0.0.1:{host_port}/0", f"redis://{name}:{port}/0"
-    return f"127.0.0.1:{host_port}", f"{name}:{port}"
+        return f"redis://{host}:{port}/0"
+    return f"{host}:{port}"
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def fetch_dir(container: Any, path: str, dest: Path) -> Path:
+    """Copy directory ``path`` of a container (running, stopped or killed) into ``dest`` through the API
+    (get_archive); returns ``dest / basename(path)``."""
+    bits, _ = container.get_archive(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(bits)), mode="r|") as tar:
+        tar.extractall(dest, filter="data")  # a container's file names cannot escape dest
+    return dest / Path(path).name
 
 
 @contextlib.contextmanager
 def running(client: Any, image_tag: str, engine: str, service_names: tuple[str, ...], run_id: str, work_dir: Path,
             profile: str, server_settings: dict[str, dict[str, Any]], workers: int,
-            proxied: bool = False) -> Iterator[Stack]:
+            proxied: bool = False, workers_daemon: WorkersDaemon | None = None) -> Iterator[Stack]:
     """The engine's stack with its servers up and healthy; removed on exit (workers included).
-    ``proxied``: the driver reaches the servers through fault proxies (link faults)."""
-    stack = Stack(client, image_tag, engine, run_id, work_dir, profile, server_settings, workers)
+    ``proxied``: the driver reaches the servers through fault proxies (link faults); ``workers_daemon``:
+    the worker containers run there (multi-host)."""
+    stack = Stack(client, image_tag, engine, run_id, work_dir, profile, server_settings, workers, workers_daemon)
     try:
         stack.up(service_names)
         if proxied:
@@ -441,7 +518,11 @@ class _Slot(threading.Thread):
 
     @property
     def proc(self) -> ContainerProc | None:
-        return _host_proc(self.container) if self.container is not None else None
+        """The container's init as this host sees it; none for a container of the workers' daemon (its
+        processes are another machine's: its cost comes from the Docker stats alone)."""
+        if self.container is None or self.sup.stack.workers is not None:
+            return None
+        return _host_proc(self.container)
 
     def run(self) -> None:
         sup = self.sup
@@ -523,14 +604,18 @@ class ContainerSupervisor(Supervisor):
             self._container(index).unpause()
 
     def disconnect(self, index: int) -> tuple[str, str]:
-        """Partition worker ``index`` from the stack; returns its container's name and address."""
+        """Partition worker ``index`` from the stack (on the workers' daemon: from its network there, so
+        from the servers and the collector); returns its container's name and address."""
         container = self._container(index)
-        return str(container.name), self.stack.disconnect(container)
+        return str(container.name), self.stack.disconnect(container, self.stack.worker_network)
 
     def connect(self, index: int, address: str) -> None:
-        self.stack.connect(self._container(index), address)
+        self.stack.connect(self._container(index), address, network=self.stack.worker_network)
 
     def stop(self) -> None:
+        """Stop every worker container; on the workers' daemon, then copy each one's spool back
+        (``<engine>/hosts/worker-N/spool/``: its ledger files and the engine worker's log) and ship what
+        the collector does not hold yet, or raise a ServiceError naming what is missing."""
         self.stopping.set()
         for slot in self.slots:
             if slot.container is not None:
@@ -540,7 +625,87 @@ class ContainerSupervisor(Supervisor):
                     slot.container.stop(timeout=STOP_TIMEOUT_S)
         for slot in self.slots:
             slot.join(timeout=STOP_TIMEOUT_S * 2)
+        if self.stack.workers is not None:
+            self.collect_spools()
+
+    def collect_spools(self) -> None:
+        incomplete = []
+        for slot in self.slots:
+            if slot.container is None:
+                continue
+            spool = fetch_dir(slot.container, WORKER_SPOOL, self.ctx.work_dir / "hosts" / f"worker-{slot.index}")
+            if not shipping.Shipper(spool, self.stack.collector_url).ship_all(shipping.FINAL_SHIP_TIMEOUT_S):
+                incomplete.append(slot.name)
+        if incomplete:
+            raise ServiceError(f"the ledger collector did not take every record of {incomplete}; their spools are "
+                               f"in {self.ctx.work_dir / 'hosts'}")
 
 
 def daemon_facts(client: Any) -> dict[str, Any]:
     return dockerhost.facts(client)
+
+
+# -- multi-host: the workers' daemon ------------------------------------------------------------
+
+@dataclass
+class WorkersDaemon:
+    """The daemon of the worker containers when it is another than the servers' (``containers.workers_daemon``)."""
+
+    client: Any
+    name: str  # as the scenario gives it: a URL or a Docker context name (the reaper is told it)
+    where: dockerhost.Endpoint
+    advertise: str  # this machine's address as that daemon's containers reach it
+    image_transfer: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {**dockerhost.facts(self.client, self.where), "image_transfer": self.image_transfer}
+
+
+def workers_daemon(name: str, advertise: str) -> WorkersDaemon:
+    """A client of the workers' daemon, or a UserError: it must answer, and ``advertise`` must be an
+    address of this machine (the servers' ports and the collector are published on it)."""
+    mine = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
+    if advertise not in mine:
+        raise UserError(f"containers.advertise {advertise!r} is not an address of this machine (its addresses: "
+                        f"{', '.join(sorted(mine))}); give the one the workers' host reaches this machine at")
+    where = dockerhost.endpoint_named(name)
+    return WorkersDaemon(dockerhost.connect(where=where), name, where, advertise)
+
+
+def transfer_image(src: Any, dst: Any, tag: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """The runtime image ``tag`` on the workers' daemon ``dst``: copied from ``src`` through the API
+    (``images.get().save()`` streamed into ``images.load()``, with progress lines) unless ``dst`` already
+    holds the same image id. Returns what the manifest records of it."""
+    import docker.errors
+
+    img = src.images.get(tag)
+    repo, _, version = tag.partition(":")
+    try:
+        held = dst.images.get(img.id)
+    except docker.errors.ImageNotFound:
+        held = None
+    if held is not None:
+        if tag not in held.tags:
+            held.tag(repo, version)
+        return {"copied": False, "id": img.id}
+    size = int(img.attrs.get("Size") or 0)
+    say(f"image: copying {tag} ({size / 1e6:.0f} MB) to the workers' daemon through the Docker API")
+    started = time.monotonic()
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        said = 0
+        for chunk in img.save(chunk_size=TRANSFER_CHUNK_BYTES):
+            sent += len(chunk)
+            if sent - said >= TRANSFER_SAY_BYTES:
+                said = sent
+                say(f"image: {sent / 1e6:.0f} MB sent ({time.monotonic() - started:.0f}s)")
+            yield chunk
+
+    dst.images.load(chunks())
+    loaded = dst.images.get(img.id)
+    loaded.tag(repo, version)
+    seconds = round(time.monotonic() - started, 1)
+    say(f"image: {tag} on the workers' daemon ({sent / 1e6:.0f} MB in {seconds:g}s)")
+    return {"copied": True, "id": img.id, "bytes": sent, "seconds": seconds}

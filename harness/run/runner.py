@@ -145,7 +145,11 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
         if scenario.deploy == "containers":
             containers.load_stack(name, {"DURABENCH_WORK_DIR": "/"})
             ctx = EngineContext(name, "check", {}, workload, 1, {}, Path("/"), Path("/"))
-            containers.container_argv(engine.worker_command(ctx, 0))
+            argv = containers.container_argv(engine.worker_command(ctx, 0))
+            if scenario.containers.workers_daemon and argv[0] != containers.CONTAINER_PYTHON:
+                raise UserError(f"engine {name!r}: containers.workers_daemon runs Python workers only (durabench "
+                                f"worker in the container starts them); {argv[0]} is not one: run it without "
+                                "workers_daemon")
     if scenario.deploy == "containers" and scenario.services:
         raise UserError(f"deploy: containers starts every server of a stack itself; external services "
                         f"({', '.join(scenario.services)}) need deploy: processes")
@@ -157,14 +161,19 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
 
 @dataclass
 class Deployment:
-    """deploy: containers: the daemon and the runtime image every engine's stack runs."""
+    """deploy: containers: the daemon and the runtime image every engine's stack runs, and the workers'
+    daemon when the worker containers run on another one (multi-host)."""
 
     client: Any
     image: str
+    workers: containers.WorkersDaemon | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"mode": "containers", "image": image.describe(self.client, self.image),
-                "daemon": containers.daemon_facts(self.client)}
+        out = {"mode": "containers", "image": image.describe(self.client, self.image),
+               "daemon": containers.daemon_facts(self.client)}
+        if self.workers is not None:  # the servers' ports and the collector are published on advertise too
+            out.update(workers_daemon=self.workers.describe(), advertise=self.workers.advertise)
+        return out
 
 
 def _deployment(scenario: Scenario, engines: dict[str, Engine], say: Progress) -> Deployment | None:
@@ -173,8 +182,19 @@ def _deployment(scenario: Scenario, engines: dict[str, Engine], say: Progress) -
     client = dockerhost.connect()
     dockerhost.require_local(dockerhost.facts(client))
     procs.REGISTRY.add_docker_owner()  # the reaper removes this process's containers if it dies
-    tag = image.ensure(client, lambda line: say.tick(functools.partial(str, line), force=True))
-    return Deployment(client, tag)
+
+    def tick(line: str) -> None:
+        say.tick(functools.partial(str, line), force=True)
+
+    tag = image.ensure(client, tick)
+    spec = scenario.containers
+    if spec.workers_daemon is None or spec.advertise is None:
+        return Deployment(client, tag)
+    workers = containers.workers_daemon(spec.workers_daemon, spec.advertise)
+    dockerhost.remove_owned(workers.client, dead_only=True)  # leftovers of dead durabench processes there
+    procs.REGISTRY.add_docker_owner(spec.workers_daemon)  # and the reaper cleans that daemon too
+    workers.image_transfer = containers.transfer_image(client, workers.client, tag, tick)
+    return Deployment(client, tag, workers)
 
 
 def _version() -> str:
@@ -273,7 +293,7 @@ def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: Vari
         return
     with containers.running(deploy.client, deploy.image, engine_name, engine.services, run_id, edir,
                             scenario.durability, settings, scenario.workers.count,
-                            proxied=scenario.needs_proxy) as stack:
+                            proxied=scenario.needs_proxy, workers_daemon=deploy.workers) as stack:
         yield stack.services, stack
 
 
@@ -346,6 +366,11 @@ async def _drive(engine: Engine, ctx: EngineContext, scenario: Scenario, say: Pr
                 raise ServiceError(f"remote workers {missing} did not confirm their last shipment: their history may "
                                    "be incomplete (restart durabench worker with the same --spool to resume)")
         elif containers_stack is not None:  # deploy: containers
+            if containers_stack.workers is not None:  # on another daemon: their ledgers come over HTTP
+                coll = stack.enter_context(shipping.collector(
+                    ctx.ledger_dir, ctx.work_dir / "logs" / "collector.log", ctx.work_dir / "workers",
+                    containers_stack.workers.advertise))
+                containers_stack.collector_url = coll.url
             in_containers = containers.ContainerSupervisor(engine, ctx, scenario.workers.count,
                                                            scenario.workers.restart_delay, sup_ledger, containers_stack)
             await _drive_with(engine, ctx, scenario, say, svc, proxies, in_containers, view, harness_ledger,
