@@ -154,10 +154,11 @@ def require_local(daemon: dict[str, Any]) -> None:
             "put only the workers there with containers.workers_daemon (docs/containers.md, \"Multi-host\")")
 
 
-def available() -> str | None:
-    """None when a daemon answers, else why not (one line): the tests skip (or fail in CI) with it."""
+def available(where: Endpoint | None = None) -> str | None:
+    """None when a daemon answers (``where``, else the docker CLI's), else why not (one line): the tests
+    skip (or fail in CI) with it."""
     try:
-        connect(PING_TIMEOUT_S).close()
+        connect(PING_TIMEOUT_S, where).close()
     except UserError as exc:
         return str(exc)
     return None
