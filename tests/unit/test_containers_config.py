@@ -69,7 +69,7 @@ def test_stack_interpolation_and_unknown_keys(tmp_path, monkeypatch: pytest.Monk
 
 
 def test_ports_are_loopback_only() -> None:
-    ((key, (host, port)),) = containers._ports(["127.0.0.1::5432"]).items()
+    ((key, [(host, port)]),) = containers._ports(["127.0.0.1::5432"]).items()
     assert key == "5432/tcp" and host == "127.0.0.1" and port > 0
     with pytest.raises(UserError, match="loopback"):
         containers._ports(["0.0.0.0::5432"])
