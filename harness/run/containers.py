@@ -19,6 +19,13 @@ The same objects the process deployment uses are provided with the same attribut
 ``harness.supervisor.Supervisor``; their ``proc`` is the container's init process as seen from the
 host (the resource sampler follows its process tree, so CPU and memory are counted as for child
 processes). Every container runs with ``init=True`` (a Python PID 1 would ignore SIGTERM).
+
+Multi-host (``containers.workers_daemon``, docs/containers.md): the worker containers run on another
+daemon (``WorkersDaemon``), on a network of their own there, with no bind mount: the image is copied
+through the API (``transfer_image``), each worker's config goes in with ``put_archive``, the container
+runs ``durabench worker`` shipping its ledger spool to the run's collector on the advertised address,
+and the spool comes back with ``get_archive`` when the workers stop (``ContainerSupervisor.stop``). The
+servers' ports are then also published on the advertised address, the workers' way in.
 """
 
 from __future__ import annotations
