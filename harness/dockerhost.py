@@ -105,13 +105,16 @@ def connect(timeout_s: float = API_TIMEOUT_S, where: Endpoint | None = None) -> 
         if default and where.context is None and os.environ.get("DOCKER_HOST"):
             client = docker.DockerClient(**_env_kwargs(), timeout=int(timeout_s), max_pool_size=MAX_POOL_SIZE)
         else:
+            # ssh://: through the ssh command (``docker system dial-stdio`` on the other end), as the docker
+            # CLI does; docker's own ssh transport would need paramiko
             client = docker.DockerClient(base_url=where.host, tls=where.tls or False, timeout=int(timeout_s),
-                                         max_pool_size=MAX_POOL_SIZE)
+                                         max_pool_size=MAX_POOL_SIZE, use_ssh_client=where.host.startswith("ssh://"))
         client.ping()
     except Exception as exc:  # docker raises DockerException, requests errors or OSError here
         named = f" (Docker context {where.context})" if where.context else ""
-        raise UserError(f"no Docker daemon answers at {where.host}{named} ({type(exc).__name__}); start dockerd "
-                        "(Debian: apt-get install docker.io, then dockerd &) or set DOCKER_HOST") from None
+        fix = ("start dockerd (Debian: apt-get install docker.io, then dockerd &) or set DOCKER_HOST" if default else
+               "start dockerd there, or fix containers.workers_daemon / --workers-docker-host")
+        raise UserError(f"no Docker daemon answers at {where.host}{named} ({type(exc).__name__}); {fix}") from None
     return client
 
 

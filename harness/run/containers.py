@@ -349,9 +349,9 @@ class Stack:
         missing = [s for s in service_names if s not in self.specs]
         if missing:
             raise UserError(f"{compose_path(self.engine)}: no service for {missing} (the engine needs {service_names})")
-        self.network = self._create_network(self.client)
-        if self.workers is not None:
-            self.worker_net = self._create_network(self.workers.client)
+        self.network = self._create_network(self.client, self.prefix)
+        if self.workers is not None:  # named apart: the workers' daemon may be this one under another URL
+            self.worker_net = self._create_network(self.workers.client, f"{self.prefix}-workers")
         advertise = self.workers.advertise if self.workers is not None else None
         for name in service_names:
             spec = self.specs[name]
@@ -378,17 +378,17 @@ class Stack:
                              "sqlite_file": None}  # inside the container: the probe reports no sqlite_bytes
             svc.wait_healthy()
 
-    def _create_network(self, client: Any) -> Any:
+    def _create_network(self, client: Any, name: str) -> Any:
         """A bridge network whose subnet counts as user-configured (Docker's own pick, made explicit), so a
         container reconnected after a partition gets its address back: its TCP connections then survive the
         partition as they would a real network's (packets lost meanwhile, retransmitted after)."""
         import docker.types
 
-        probe = client.networks.create(self.prefix, driver="bridge", labels=self.labels)
+        probe = client.networks.create(name, driver="bridge", labels=self.labels)
         config = probe.attrs["IPAM"]["Config"][0]
         probe.remove()
         pool = docker.types.IPAMPool(subnet=config["Subnet"], gateway=config.get("Gateway"))
-        return client.networks.create(self.prefix, driver="bridge", labels=self.labels,
+        return client.networks.create(name, driver="bridge", labels=self.labels,
                                       ipam=docker.types.IPAMConfig(pool_configs=[pool]))
 
     def _create(self, name: str, spec: dict[str, Any], command: list[str], alias: str | None,
@@ -640,7 +640,11 @@ class ContainerSupervisor(Supervisor):
         for slot in self.slots:
             if slot.container is None:
                 continue
-            spool = fetch_dir(slot.container, WORKER_SPOOL, self.ctx.work_dir / "hosts" / f"worker-{slot.index}")
+            try:
+                spool = fetch_dir(slot.container, WORKER_SPOOL, self.ctx.work_dir / "hosts" / f"worker-{slot.index}")
+            except Exception as exc:  # the daemon lost the container or cannot be reached
+                incomplete.append(f"{slot.name} (spool not fetched: {type(exc).__name__}: {str(exc)[:120]})")
+                continue
             if not shipping.Shipper(spool, self.stack.collector_url).ship_all(shipping.FINAL_SHIP_TIMEOUT_S):
                 incomplete.append(slot.name)
         if incomplete:
