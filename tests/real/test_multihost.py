@@ -58,6 +58,24 @@ def _links() -> set[str]:
     return set(psutil.net_if_addrs())
 
 
+def _bridges_of(url: str) -> set[str]:
+    """The host bridges of the daemon's user-defined networks (``br-<id>``), after removing those networks."""
+    try:
+        c = dockerhost.connect(dockerhost.PING_TIMEOUT_S, dockerhost.Endpoint(url))
+    except dockerhost.UserError:
+        return set()
+    try:
+        networks = [n for n in c.networks.list() if n.name not in ("bridge", "host", "none")]
+        for n in networks:
+            try:
+                n.remove()
+            except Exception:  # a container still on it: dockerd's stop removes that container
+                pass
+        return {f"br-{n.id[:12]}" for n in networks}
+    finally:
+        c.close()
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     c = docker_client()
@@ -80,7 +98,6 @@ def second_daemon(client: Any) -> Iterator[str]:
     url = f"unix://{root}/docker.sock"
     with open("/proc/sys/net/ipv4/ip_forward") as fh:
         forward = fh.read()
-    links = _links()
     proc = procs.spawn(["dockerd", "--host", url, "--data-root", str(root / "data"), "--exec-root",
                         str(root / "exec"), "--pidfile", str(root / "docker.pid"), "--iptables=false",
                         "--ip-forward=false", "--bridge=none", "--default-address-pool", ADDRESS_POOL],
@@ -93,8 +110,9 @@ def second_daemon(client: Any) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
+        bridges = _bridges_of(url)  # none if every run cleaned up; the first daemon's are left alone
         procs.stop(proc, timeout_s=30)
-        for link in _links() - links:  # a bridge of a network left on the second daemon
+        for link in bridges & _links():  # a network's bridge that dockerd left behind
             subprocess.run(["ip", "link", "delete", link], check=False)
         with open("/proc/sys/net/ipv4/ip_forward") as fh:
             assert fh.read() == forward
