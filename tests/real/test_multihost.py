@@ -200,10 +200,12 @@ floors: {enabled: false}
 """
 
 
-def test_no_container_outlives_a_sigkilled_durabench_on_either_daemon(
-        client: Any, workers_client: Any, second_daemon: str, quick_run: tuple[Path, dict[str, Any]],
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_no_container_outlives_durabench_on_either_daemon(
+        sig: int, client: Any, workers_client: Any, second_daemon: str, quick_run: tuple[Path, dict[str, Any]],
         tmp_path: Path) -> None:
-    """The reaper cleans both daemons (the image is already on the second one: quick_run put it there)."""
+    """SIGKILL: the reaper cleans both daemons; SIGINT (Ctrl-C): the run's own cleanup does (the image is
+    already on the second daemon: quick_run put it there)."""
     scenario = tmp_path / "long.yaml"
     scenario.write_text(LONG_RUN)
     env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state")}
@@ -217,8 +219,8 @@ def test_no_container_outlives_a_sigkilled_durabench_on_either_daemon(
         assert time.monotonic() < deadline, "the workers did not come up on the second daemon"
         time.sleep(0.2)
     assert client.containers.list(filters={"label": label})  # and PostgreSQL on the first
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    proc.send_signal(sig)
+    proc.wait(120)
     deadline = time.monotonic() + 60
     while _owned(client, label) or _owned(workers_client, label):
         assert time.monotonic() < deadline, (f"left behind: {_owned(client, label)} (first daemon), "
