@@ -13,6 +13,10 @@ when both are built (a directory rename), so a reader never sees half a build.
 
 ``python -m harness.temporalbuild`` (``make temporal-server``) builds them and prints their paths.
 Server versions after v1.32.0 need Go 1.26.10 (measured here with Go 1.26.8), hence the pin.
+
+Without a Go toolchain, ``$DURABENCH_TEMPORAL_SERVER_DIR`` names a directory of binaries built
+elsewhere, laid out as a build directory (``<version>-<go version>/``): the runtime image of
+``deploy: containers`` carries the host's build that way (harness/run/image.py).
 """
 
 from __future__ import annotations
@@ -36,6 +40,22 @@ PACKAGES = {"temporal-server": "cmd/server", "temporal-sql-tool": "cmd/tools/sql
 BUILD_TIMEOUT_S = 1800.0
 PROGRESS_EVERY_S = 15.0
 COLD_BUILD_HINT = "about 5 min the first time on 2 cores"
+PREBUILT_ENV = "DURABENCH_TEMPORAL_SERVER_DIR"
+
+
+def prebuilt(version: str = SERVER_VERSION) -> dict[str, Path] | None:
+    """The binaries of ``$DURABENCH_TEMPORAL_SERVER_DIR`` (a build directory made elsewhere), if it names one
+    of this version."""
+    where = os.environ.get(PREBUILT_ENV)
+    if not where or not Path(where).name.startswith(f"{version}-"):
+        return None
+    paths = {name: Path(where) / name for name in PACKAGES}
+    return paths if all(p.is_file() and os.access(p, os.X_OK) for p in paths.values()) else None
+
+
+def built_with(paths: dict[str, Path]) -> str:
+    """The Go version that built these binaries (their build directory's name: ``<version>-<go>``)."""
+    return paths["temporal-server"].parent.name.split("-", 1)[1]
 
 
 def go_version() -> str | None:
@@ -55,7 +75,10 @@ def build_dir(go: str, version: str = SERVER_VERSION) -> Path:
 
 
 def binaries(go: str | None = None, version: str = SERVER_VERSION) -> dict[str, Path] | None:
-    """The cached binaries (name -> path) if built, else None."""
+    """The cached binaries (name -> path) if built (or prebuilt, see ``prebuilt``), else None."""
+    found = prebuilt(version)
+    if found:
+        return found
     go = go or go_version()
     if go is None:
         return None
@@ -66,7 +89,7 @@ def binaries(go: str | None = None, version: str = SERVER_VERSION) -> dict[str, 
 
 def unavailable_reason() -> str | None:
     """None when the server is built or ``go`` can build it, else one line saying what is missing."""
-    if go_version() is None:
+    if go_version() is None and prebuilt() is None:
         return (f"the Go toolchain (go >= 1.26) is not on PATH: install it from https://go.dev/dl; durabench builds "
                 f"the Temporal server {SERVER_VERSION} with it")
     return None
@@ -94,6 +117,9 @@ def build(version: str = SERVER_VERSION, progress: Callable[[str], None] = _say)
     Raises :class:`EngineUnavailable` with one line (and the build log's path) when ``go`` is
     missing or the build fails.
     """
+    found = prebuilt(version)
+    if found:
+        return found
     go = go_version()
     if go is None:
         raise EngineUnavailable(unavailable_reason() or "go is missing")

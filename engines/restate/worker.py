@@ -2,7 +2,9 @@
 
 Serves this worker's workflow service over HTTP/2 with hypercorn (in this process, no worker
 subprocesses), registers it as a deployment with the Restate admin API on first start (a restarted
-worker keeps its port, hence its deployment), then writes ``ready``. Restate's server drives every
+worker keeps its port, hence its deployment), then writes ``ready``. In a container (``DURABENCH_CONTAINER``
+set, compose/restate.yaml) it listens on every interface of the container and registers
+``http://<its hostname>:P``, which resolves on the stack's network (the container's name). Restate's server drives every
 invocation: it calls this endpoint, journals each step, and retries the invocation after a crash.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import urllib.error
@@ -26,6 +29,7 @@ from harness.contract import WorkerConfig
 from harness.workload import StepRunner
 
 REGISTER_TIMEOUT_S = 30.0
+CONTAINER_ENV = "DURABENCH_CONTAINER"
 
 
 def _request(method: str, url: str, body: dict[str, object] | None = None) -> dict[str, object]:
@@ -53,7 +57,8 @@ async def serve(config: WorkerConfig, port: int) -> None:
     # listen before registering: Restate's discovery call must find the endpoint up
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    in_container = bool(os.environ.get(CONTAINER_ENV))
+    sock.bind(("0.0.0.0" if in_container else "127.0.0.1", port))
     sock.listen(1024)
     sock.set_inheritable(True)
     hc = Config()
@@ -64,7 +69,8 @@ async def serve(config: WorkerConfig, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = asyncio.create_task(hypercorn_serve(app, hc, shutdown_trigger=stop.wait))
-    await asyncio.to_thread(register, config.endpoints["restate-admin"], f"http://127.0.0.1:{port}")
+    host = socket.gethostname() if in_container else "127.0.0.1"
+    await asyncio.to_thread(register, config.endpoints["restate-admin"], f"http://{host}:{port}")
     runner.ready()
     await server
 

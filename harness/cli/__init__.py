@@ -17,7 +17,8 @@
     durabench collect --dir HISTORY_DIR [--host 127.0.0.1] [--port 0]
     durabench suite DIR_OR_FILE... [--engines a,b] [--out DIR] [--name NAME] [--fail-on violations,slo]
     durabench image build [--base IMAGE] [--force]
-    durabench serve postgres|redis|temporal [--durability D] [--set KEY=VALUE]   (inside a container)
+    durabench serve postgres|redis|temporal|restate|temporal-server [--durability D] [--set KEY=VALUE]
+                                                                (inside a container)
     durabench saturate SCENARIO [--engines a,b] [--start-rate R] [--factor 1.5] [--max-rate M]
                                 [--p99-target-ms T] [--repetitions N] [--step-duration 10s] [--refine K]
 

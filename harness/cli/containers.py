@@ -44,7 +44,7 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="build even if an image of this content exists")
     p.set_defaults(func=cmd_image_build)
     p = sub.add_parser("serve", help="inside a container: run one server in the foreground")
-    p.add_argument("service", help="postgres | redis | temporal")
+    p.add_argument("service", help="postgres | redis | temporal | restate | temporal-server")
     p.add_argument("--durability", default="strict", choices=["strict", "relaxed", "volatile"])
     p.add_argument("--data-dir", default="/data", help="data directory (default /data)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a server setting over the profile's")

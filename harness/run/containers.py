@@ -53,18 +53,20 @@ from harness import dockerhost, gobuild
 from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
-from harness.run import image, services, shipping
+from harness.run import image, services, shipping, temporal_server
 from harness.run.proxy import Proxy
 from harness.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 CONTAINER_PYTHON = "python"  # on the image's PATH (/opt/durabench/bin)
-HEALTH_TIMEOUT_S = 90.0
+HEALTH_TIMEOUT_S = 180.0  # temporal-server creates its schemas first (about 30 s on a busy 2-core host)
 HEALTH_POLL_S = 0.2
 STOP_TIMEOUT_S = 5
 SERVICE_KEYS = {"image", "command", "init", "stop_signal", "shm_size", "ports", "healthcheck", "environment",
                 "volumes", "depends_on", "deploy"}
+FRONT_STACK = "front"  # compose/front.yaml: front doors and Locust, joined to an engine's stack
+FRONT_ROLES = ("front", "locust-master", "locust-worker")
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 # multi-host: a worker container on the workers' daemon holds its config and ledger spool here (no bind mount)
 WORKER_DIR = "/durabench-worker"
@@ -100,10 +102,28 @@ def _interpolate(value: Any, env: dict[str, str], where: str) -> Any:
 def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The services of ``compose/<engine>.yaml`` with variables substituted; unknown keys are errors."""
     path = compose_path(engine)
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in COMPOSE_DIR.glob("*.yaml")))
+    if not path.is_file() or engine == FRONT_STACK:
+        known = ", ".join(sorted(p.stem for p in COMPOSE_DIR.glob("*.yaml") if p.stem != FRONT_STACK))
         raise UserError(f"engine {engine!r} has no container stack compose/{path.name} (stacks: {known}); "
                         "run it with deploy: processes")
+    out = _load(path, env)
+    if "worker" not in out:
+        raise UserError(f"{path}: a worker service is required")
+    return out
+
+
+def load_front(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The services of compose/front.yaml (the shared part of every stack for ``load.generator: locust``):
+    ``front``, ``locust-master``, ``locust-worker``."""
+    path = compose_path(FRONT_STACK)
+    out = _load(path, env)
+    missing = [role for role in FRONT_ROLES if role not in out]
+    if missing:
+        raise UserError(f"{path}: no service for {missing} (needed: {', '.join(FRONT_ROLES)})")
+    return out
+
+
+def _load(path: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
         raise UserError(f"{path}: expected a compose file with a services mapping")
@@ -114,8 +134,6 @@ def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
             raise UserError(f"{path}: services.{name}: {sorted(unknown)} not understood by durabench "
                             f"(known: {sorted(SERVICE_KEYS)})")
         out[name] = _interpolate(spec, env, f"{path}: services.{name}")
-    if "worker" not in out:
-        raise UserError(f"{path}: a worker service is required")
     return out
 
 
@@ -173,6 +191,40 @@ def _volumes(spec: list[str]) -> dict[str, dict[str, str]]:
         src, _, dst = str(entry).partition(":")
         out[src] = {"bind": dst.split(":")[0], "mode": "rw"}
     return out
+
+
+class ContainerProcess:
+    """A container that runs one process to its end (a front door, the Locust master, a Locust worker), with
+    the part of ``subprocess.Popen`` that the Locust load uses: ``poll``, ``wait``, ``terminate``, ``kill``."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.container.reload()
+            except Exception:  # removed meanwhile
+                self.returncode = -1
+                return self.returncode
+            if self.container.status in ("exited", "dead"):
+                self.returncode = int(self.container.attrs["State"].get("ExitCode", -1))
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; raises on ``timeout`` (the Docker API's read timeout) like Popen.wait."""
+        if self.returncode is None:
+            self.returncode = int(self.container.wait(timeout=timeout)["StatusCode"])
+        return self.returncode
+
+    def terminate(self) -> None:
+        with contextlib.suppress(Exception):  # exited already
+            self.container.kill(signal="SIGTERM")
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.kill()
 
 
 @dataclass
@@ -238,6 +290,14 @@ class ContainerService:
         self._read_description()
         if self.name == "postgres":
             services._wait_postgres(self)  # type: ignore[arg-type]  # reads .url and .log only
+        elif self.name == temporal_server.NAME:  # the server creates only temporal-system: as for processes
+            retention = str(self.settings.get("namespace_retention", temporal_server.DEFAULTS["namespace_retention"]))
+            temporal_server.create_namespace(services.temporal_binary(), self.url, self._running, retention,
+                                             self.log.with_name(f"{self.name}-setup.log"))
+
+    def _running(self) -> bool:
+        self.container.reload()
+        return bool(self.container.status == "running")
 
     def _read_description(self) -> None:
         for line in self.container.logs().decode(errors="replace").splitlines():
@@ -293,6 +353,8 @@ class ContainerServices:
             proxy = self.proxies.get(name)
             out[name] = svc.url if proxy is None else svc.url.replace(f"127.0.0.1:{svc.port}",
                                                                       f"127.0.0.1:{proxy.port}")
+        for svc in self.services.values():  # a server's further endpoints (restate-admin), as for processes
+            out.update(svc.extra.get("endpoints", {}))
         return out
 
     def reach(self, name: str) -> tuple[str, int]:
@@ -304,7 +366,10 @@ class ContainerServices:
 
     @property
     def inner_endpoints(self) -> dict[str, str]:
-        return {name: svc.inner_url for name, svc in self.services.items()}
+        out = {name: svc.inner_url for name, svc in self.services.items()}
+        for svc in self.services.values():
+            out.update(svc.extra.get("inner_endpoints", {}))
+        return out
 
     def describe(self) -> dict[str, Any]:
         out = {name: svc.describe() for name, svc in self.services.items()}
@@ -333,6 +398,7 @@ class Stack:
                "DURABENCH_WORKERS": str(workers)}
         self.env = env
         self.specs = load_stack(engine, env)
+        self.front_specs: dict[str, dict[str, Any]] = {}  # compose/front.yaml, read when a role first runs
         self.server_settings = server_settings
         self.network: Any = None
         self.containers: list[Any] = []
@@ -376,6 +442,17 @@ class Stack:
             if name == "temporal":
                 svc.extra = {"metrics": f"http://127.0.0.1:{_published_port(container, port + 2)}/metrics",
                              "sqlite_file": None}  # inside the container: the probe reports no sqlite_bytes
+            elif name == "restate":
+                if advertise is not None:
+                    raise UserError("restate with its workers on another daemon: the Restate server calls each "
+                                    "worker's endpoint, which such a worker does not publish; run restate's workers "
+                                    "on the stack's daemon")
+                admin = services.RESTATE_ADMIN_PORT
+                svc.extra = {"endpoints": {"restate-admin": f"http://127.0.0.1:{_published_port(container, admin)}"},
+                             "inner_endpoints": {"restate-admin": f"http://{name}:{admin}"}}
+            elif name == temporal_server.NAME:
+                metrics = _published_port(container, temporal_server.CONTAINER_PORTS["metrics"])
+                svc.extra = {"metrics": f"http://127.0.0.1:{metrics}/metrics"}
             svc.wait_healthy()
 
     def _create_network(self, client: Any, name: str) -> Any:
@@ -428,6 +505,15 @@ class Stack:
             raise ServiceError(f"{container.name}: the workers' daemon refused the worker config")
         return container
 
+    def run_role(self, role: str, name: str, argv: list[str], environment: dict[str, str]) -> ContainerProcess:
+        """Start a container of compose/front.yaml's service ``role`` (a front door, the Locust master or a
+        Locust worker) on the stack's network, reachable there as ``name``; removed with the stack."""
+        if not self.front_specs:
+            self.front_specs = load_front(self.env)
+        container = self._create(f"{self.prefix}-{name}", self.front_specs[role], argv, name, environment)
+        container.start()
+        return ContainerProcess(container)
+
     @property
     def worker_network(self) -> Any:
         """The network the worker containers are on: the stack's, or theirs on the workers' daemon."""
@@ -472,6 +558,8 @@ def _url(name: str, host: str, port: int) -> str:
         return f"postgresql://postgres@{host}:{port}/postgres"
     if name == "redis":
         return f"redis://{host}:{port}/0"
+    if name == "restate":  # its ingress
+        return f"http://{host}:{port}"
     return f"{host}:{port}"
 
 

@@ -11,6 +11,13 @@ where a registry is reachable), else ``durabench-base:bookworm-<hash>``, made on
 The dependencies come from a wheelhouse that the host's pip fills (``pip wheel``, with the host's
 own TLS settings and pip cache); the build itself runs with no network, so nothing of the host's
 trust store or credentials is needed inside it, and nothing reaches the image or its history.
+The engines shipped as plugins (``plugins/*``: durabench-absurd) are built into wheels next to the
+project's, and their dependencies join the wheelhouse.
+The servers durabench gets outside PyPI come from the host's caches too (``cache/`` of the context,
+``/opt/durabench/cache`` in the image, its ``$DURABENCH_CACHE``): the Temporal server on PostgreSQL
+(harness.temporalbuild; built first, with progress, when Go is here and it is not; refused naming
+``make temporal-server`` without Go), the Restate server (npm, harness.run.services.restate_binary)
+and Kafka's jars (Maven Central, harness.run.kafka); the base holds Java 17 for Kafka.
 The Go workers (every ``engines/*/go.mod``: ``dbos_go``, ``temporal_go``) are built on the host by
 ``harness.gobuild`` (its cache, ``~/.cache/durabench/go``) and copied into the context as
 ``go/<binary>``; the image holds them at ``/opt/durabench/go/<binary>`` (``GO_DIR``). They link only
@@ -44,12 +51,16 @@ ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "durabench"
 BASE_REPOSITORY = "durabench-base"
 SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "passwd")  # what the Dockerfile would otherwise apt-get
-SOURCE_DIRS = ("harness", "engines")
+# what the Dockerfile would otherwise apt-get (Java 17 for Kafka)
+BASE_PACKAGES = ("python3", "python3-venv", "passwd", "openjdk-17-jre-headless")
+SOURCE_DIRS = ("harness", "engines", "plugins")
+PLUGINS = ("plugins/durabench-absurd",)  # engines as their own distributions, installed in the image too
+IMAGE_CACHE = "/opt/durabench/cache"  # the image's $DURABENCH_CACHE (the Dockerfile's COPY cache/)
 SOURCE_FILES = ("pyproject.toml", "README.md", "Dockerfile")
 _SKIP = re.compile(r"(__pycache__|\.pyc$|\.egg-info)")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PYTHON = "3.11.2"  # Debian bookworm's python3, the image's interpreter
+IMAGE_SITE_PACKAGES = f"/opt/durabench/lib/python{'.'.join(IMAGE_PYTHON.split('.')[:2])}/site-packages"
 GO_DIR = "/opt/durabench/go"  # the Go workers in the image (the Dockerfile's COPY go/)
 GO_LIST = "BINARIES"  # go/BINARIES: the names of the Go binaries the image holds, one a line
 
@@ -62,9 +73,13 @@ def cache_dir() -> Path:
 
 
 def requirements() -> list[str]:
-    """The runtime dependencies of the project (pyproject.toml ``project.dependencies``)."""
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return list(data["project"]["dependencies"])
+    """The runtime dependencies of the project and of its plugins (``project.dependencies`` of each
+    pyproject.toml; a plugin's ``durabench`` is the project itself)."""
+    out = list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    for plugin in PLUGINS:
+        deps = tomllib.loads((ROOT / plugin / "pyproject.toml").read_text())["project"]["dependencies"]
+        out += [dep for dep in deps if dep.split("[")[0].split("=")[0].strip() != "durabench" and dep not in out]
+    return out
 
 
 def _source_files() -> list[Path]:
@@ -98,14 +113,51 @@ def go_binaries(say: Say | None = None) -> dict[str, Path]:
     return out
 
 
-def content_hash(base_id: str, go: dict[str, Path] | None = None) -> str:
-    """Hash of everything that goes into the image: base id, Dockerfile, dependencies, sources, and
-    the Go binaries (their cache names carry the hash of their sources and Go toolchain)."""
+def content_hash(base_id: str, go: dict[str, Path] | None = None, servers: dict[str, Path] | None = None) -> str:
+    """Hash of everything that goes into the image: base id, Dockerfile, dependencies, sources, the Go
+    binaries (their cache names carry the hash of their sources and Go toolchain) and the server files
+    (their paths carry their versions; with their sizes)."""
     parts = [base_id.encode(), json.dumps(requirements()).encode()]
     parts += [path.name.encode() for _, path in sorted((go or {}).items())]
+    parts += [f"{arc}:{path.stat().st_size}".encode() for arc, path in sorted((servers or {}).items())]
     for path in _source_files():
         parts += [str(path.relative_to(ROOT)).encode(), path.read_bytes()]
     return _digest(parts)
+
+
+def server_files(say: Say | None = None) -> dict[str, Path]:
+    """The server files the image holds under its cache, by path there (host path as value): the Temporal
+    server and SQL tool (built first if Go is here), the Restate server binary (installed from npm once),
+    Kafka's jars (fetched from Maven Central once). Without one of them the image is not built: a
+    UserError says what to run."""
+    from harness import temporalbuild
+    from harness.errors import DurabenchError
+    from harness.run import kafka, services
+
+    out: dict[str, Path] = {}
+    bins = temporalbuild.binaries()
+    if bins is None:
+        if temporalbuild.go_version() is None:
+            raise UserError(f"the image holds the Temporal server {temporalbuild.SERVER_VERSION}, which is not built "
+                            "here and there is no Go toolchain to build it: install Go, then `make temporal-server`")
+        bins = temporalbuild.build(progress=lambda line: say(f"image: {line}") if say else None)
+    for name, path in bins.items():
+        out[f"temporal-server/{path.parent.name}/{name}"] = path
+    try:
+        restate = services.restate_binary()
+        libs = kafka.ensure_jars(say)
+    except DurabenchError as exc:
+        raise UserError(f"the image holds the Restate server and Kafka: {exc}") from None
+    out[f"restate-server-{services.RESTATE_VERSION}/{services.RESTATE_BINARY}"] = restate
+    for path in sorted(p for p in libs.rglob("*") if p.is_file()):
+        out[f"{libs.parent.name}/libs/{path.relative_to(libs)}"] = path
+    return out
+
+
+def temporal_server_dir(servers: dict[str, Path]) -> str:
+    """The image's directory of the Temporal server binaries (its $DURABENCH_TEMPORAL_SERVER_DIR)."""
+    arc = next(arc for arc in servers if arc.startswith("temporal-server/"))
+    return f"{IMAGE_CACHE}/{Path(arc).parent}"
 
 
 # -- base image ----------------------------------------------------------------------------------
@@ -226,20 +278,27 @@ def image_only_requirements(wheel_dir: Path) -> list[str]:
 
 
 def project_wheel(out_dir: Path) -> Path:
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                           "--wheel-dir", str(out_dir), str(ROOT)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise UserError(f"building the durabench wheel failed: {' | '.join(done.stderr.strip().splitlines()[-3:])}")
-    return next(out_dir.glob("durabench-*.whl"))
+    """The project's wheel and its plugins' into ``out_dir``; returns the project's."""
+    for source in (ROOT, *(ROOT / plugin for plugin in PLUGINS)):
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                               "--wheel-dir", str(out_dir), str(source)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise UserError(f"building the wheel of {source.name} failed: "
+                            f"{' | '.join(done.stderr.strip().splitlines()[-3:])}")
+    return next(out_dir.glob("durabench-[0-9]*.whl"))
 
 
-def write_context(path: Path, wheels: Path, dist: Path, go: dict[str, Path]) -> None:
-    """The build context as a tar file: Dockerfile, wheelhouse/, dist/ (the project's wheel) and go/
-    (the Go workers, and go/BINARIES naming them)."""
+def write_context(path: Path, wheels: Path, dist: Path, go: dict[str, Path],
+                  servers: dict[str, Path] | None = None) -> None:
+    """The build context as a tar file: Dockerfile, wheelhouse/, dist/ (the project's and its plugins'
+    wheels), cache/ (the server files, see ``server_files``) and go/ (the Go workers, and go/BINARIES
+    naming them)."""
     with tarfile.open(path, "w") as tar:
         tar.add(ROOT / "Dockerfile", arcname="Dockerfile")
         tar.add(wheels, arcname="wheelhouse")
         tar.add(dist, arcname="dist")
+        for arc, host_path in sorted((servers or {}).items()):
+            tar.add(host_path, arcname=f"cache/{arc}")
         for name, binary in sorted(go.items()):
             tar.add(binary, arcname=f"go/{name}")
         listing = "".join(f"{name}\n" for name in sorted(go)).encode()
@@ -250,16 +309,18 @@ def write_context(path: Path, wheels: Path, dist: Path, go: dict[str, Path]) -> 
 
 # -- the image ---------------------------------------------------------------------------------
 
-def _tag_of(base: str, client: Any, go: dict[str, Path]) -> str:
-    return f"{REPOSITORY}:{content_hash(client.images.get(base).id, go)}"
+def _tag_of(base: str, client: Any, go: dict[str, Path], servers: dict[str, Path]) -> str:
+    return f"{REPOSITORY}:{content_hash(client.images.get(base).id, go, servers)}"
 
 
-def find(client: Any, base: str | None = None, go: dict[str, Path] | None = None) -> str | None:
+def find(client: Any, base: str | None = None, go: dict[str, Path] | None = None,
+         servers: dict[str, Path] | None = None) -> str | None:
     """The tag of the image of this exact source tree, if built."""
     import docker.errors
 
     try:
-        tag = _tag_of(base or base_tag(), client, go_binaries() if go is None else go)
+        tag = _tag_of(base or base_tag(), client, go_binaries() if go is None else go,
+                      server_files() if servers is None else servers)
         client.images.get(tag)
         return tag
     except docker.errors.ImageNotFound:
@@ -273,8 +334,9 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
     else:
         _pull_if_missing(client, base, say)
     go = go_binaries(say)
-    tag = _tag_of(base, client, go)
-    if not force and find(client, base, go) == tag:
+    servers = server_files(say)
+    tag = _tag_of(base, client, go, servers)
+    if not force and find(client, base, go, servers) == tag:
         return tag
     started = time.monotonic()
     wheels = wheelhouse(say)
@@ -284,9 +346,9 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
         dist.mkdir()
         project_wheel(dist)
         context = Path(tmp) / "context.tar"
-        write_context(context, wheels, dist, go)
+        write_context(context, wheels, dist, go, servers)
         with context.open("rb") as fh:
-            log = _build(client, fh, tag, base, say)
+            log = _build(client, fh, tag, {"BASE": base, "TEMPORAL_SERVER_DIR": temporal_server_dir(servers)}, say)
     client.images.get(tag).tag(REPOSITORY, "latest")
     _remove_older(client, tag)
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -305,9 +367,9 @@ def _remove_older(client: Any, keep: str) -> None:
                     client.images.remove(other)
 
 
-def _build(client: Any, fileobj: io.BufferedReader, tag: str, base: str, say: Say) -> str:
+def _build(client: Any, fileobj: io.BufferedReader, tag: str, buildargs: dict[str, str], say: Say) -> str:
     lines: list[str] = []
-    stream = client.api.build(fileobj=fileobj, custom_context=True, tag=tag, buildargs={"BASE": base},
+    stream = client.api.build(fileobj=fileobj, custom_context=True, tag=tag, buildargs=buildargs,
                               network_mode="none", rm=True, forcerm=True, decode=True)
     for chunk in stream:
         if "error" in chunk:
@@ -338,4 +400,5 @@ def _pull_if_missing(client: Any, base: str, say: Say) -> None:
 def describe(client: Any, tag: str) -> dict[str, Any]:
     image = client.images.get(tag)
     return {"tag": tag, "id": image.id, "size_bytes": image.attrs.get("Size"),
-            "created": image.attrs.get("Created"), "go_workers": sorted(go_binaries())}
+            "created": image.attrs.get("Created"), "go_workers": sorted(go_binaries()),
+            "servers": sorted({arc.split("/")[0] for arc in server_files()})}

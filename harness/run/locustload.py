@@ -9,6 +9,12 @@ Temporal SDK); it learns what happens from the history: the front doors' ``ready
 and ``ack`` records and the master's ``load_start``.
 
 Locust's own statistics (CSV and HTML) go to ``engines/<engine>/locust/``.
+
+Under ``deploy: containers`` the front doors, the master and the Locust workers are containers of the
+runtime image instead (compose/front.yaml, joined to the engine's stack: its network, the run directory
+bind-mounted at the same path): the front doors hold a client of the servers as the stack's network
+names them, listen on the container's network and name themselves by hostname in their ``ready``
+record; the Locust workers reach them and the master (``locust-master``) there.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from harness import procs
 from harness.contract import EngineClient, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
+from harness.run import containers, image
 from harness.run.driver import Driver, LiveView
 from harness.run.front import FrontConfig
 from harness.run.openloop import CONNECTIONS, Plan
@@ -36,6 +43,8 @@ from harness.scenario import LoadSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+CONTAINER_LOCUSTFILE = f"{image.IMAGE_SITE_PACKAGES}/harness/run/locustfile.py"  # the image's copy
+MASTER_PORT = 5557  # Locust's default master port: in a container, the port on the stack's network
 LEAD_S = 1.0  # t0 this long after the master starts, so every worker has it before the first arrival
 START_TIMEOUT_S = 90.0
 POLL_S = 0.02
@@ -54,13 +63,14 @@ class LocustLoad(Driver):
     counters read from the front doors' history records instead of counted in process."""
 
     def __init__(self, ctx: EngineContext, client: EngineClient, load: LoadSpec, seed: int, ledger: Ledger,
-                 view: LiveView) -> None:
+                 view: LiveView, stack: containers.Stack | None = None) -> None:
         super().__init__(ctx.engine, client, load, seed, ledger, view, ctx.run_id)
         self.ctx = ctx
+        self.stack = stack  # deploy: containers: front doors and Locust run as containers of this stack
         self.dir = ctx.work_dir / "locust"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._ids: list[str] = []
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: list[subprocess.Popen[bytes] | containers.ContainerProcess] = []
         view.on_load = self._count
 
     def submitted_ids(self) -> list[str]:
@@ -82,7 +92,15 @@ class LocustLoad(Driver):
         else:
             c.unknown += 1
 
-    def _start_proc(self, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _start_proc(self, argv: list[str], log: str) -> subprocess.Popen[bytes] | containers.ContainerProcess:
+        if self.stack is not None:  # the same command in the runtime image; its log collected as logs/<name>.log
+            role = next(r for r in containers.FRONT_ROLES if log.startswith(r))  # front-0.log, locust-worker-1.log
+            argv = [containers.CONTAINER_PYTHON if a == sys.executable else CONTAINER_LOCUSTFILE
+                    if a == str(LOCUSTFILE) else a for a in argv]
+            proc: subprocess.Popen[bytes] | containers.ContainerProcess = self.stack.run_role(
+                role, log.removesuffix(".log"), argv, {"DURABENCH_LOCUST_PLAN": str(self.dir / "plan.json")})
+            self._procs.append(proc)
+            return proc
         env = {**os.environ, "DURABENCH_LOCUST_PLAN": str(self.dir / "plan.json"), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         proc = procs.spawn(argv, log=self.ctx.work_dir / "logs" / log, env=env, cwd=self.dir)
@@ -112,26 +130,30 @@ class LocustLoad(Driver):
     async def _start_fronts(self) -> list[str]:
         cfg_dir = self.ctx.work_dir / "front"
         cfg_dir.mkdir(exist_ok=True)
+        # in containers: the servers as the stack's network names them, and every interface of the container
+        endpoints = self.ctx.endpoints if self.stack is None else self.stack.services.inner_endpoints
+        host = self.load.listen_host if self.stack is None else "0.0.0.0"
         for i in range(self.load.front_doors):
-            config = FrontConfig(self.ctx.engine, self.ctx.run_id, i, self.ctx.endpoints, self.ctx.workload,
+            config = FrontConfig(self.ctx.engine, self.ctx.run_id, i, endpoints, self.ctx.workload,
                                  self.ctx.workers, self.ctx.settings, str(self.ctx.work_dir), str(self.ctx.ledger_dir),
                                  self.load.submit_timeout)
             path = cfg_dir / f"front-{i}.json"
             config.dump(path)
-            self._start_proc([sys.executable, "-m", "harness.cli", "front", "--config", str(path), "--host",
-                              self.load.listen_host], f"front-{i}.log")
+            self._start_proc([sys.executable, "-m", "harness.cli", "front", "--config", str(path), "--host", host],
+                             f"front-{i}.log")
         srcs = [f"front:{i}" for i in range(self.load.front_doors)]
         await self._wait(lambda: all(s in self.view.urls for s in srcs), "the front doors to serve", "front-0.log")
         return [self.view.urls[s] for s in srcs]
 
-    def _start_locust(self, fronts: list[str]) -> subprocess.Popen[bytes]:
+    def _start_locust(self, fronts: list[str]) -> subprocess.Popen[bytes] | containers.ContainerProcess:
         from harness.run.services import free_port
 
         local, remote = self.load.locust_workers, self.load.locust_remote_workers
         n = local + remote
         Plan(self.load.model_dump(), self.seed, self.prefix, fronts, n, str(self.ctx.ledger_dir), LEAD_S,
              CONNECTIONS).dump(self.dir / "plan.json")
-        port = free_port()
+        port = free_port() if self.stack is None else MASTER_PORT
+        bind, master_host = (self.load.listen_host, "127.0.0.1") if self.stack is None else ("0.0.0.0", "locust-master")
         if remote:
             host = self.load.listen_host
             name = socket.getfqdn() if host in ("0.0.0.0", "::") else host
@@ -139,21 +161,21 @@ class LocustLoad(Driver):
                   f"durabench locust-worker --master {name}:{port}", file=sys.stderr, flush=True)
         base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
         run_time_s = int(LEAD_S + self.load.warmup + self.load.duration + self.load.submit_timeout + 60)
-        if WEB_UI:
+        if WEB_UI and self.stack is None:
             web_port = free_port()
             ui = ["--autostart", "--autoquit", "5", "--web-host", "127.0.0.1", "--web-port", str(web_port)]
             print(f"[{self.ctx.work_dir.name}] Locust web UI: http://127.0.0.1:{web_port}", file=sys.stderr, flush=True)
         else:
             ui = ["--headless"]
         master = self._start_proc([
-            *base, *ui, "--master", "--master-bind-host", self.load.listen_host, "--master-bind-port", str(port),
+            *base, *ui, "--master", "--master-bind-host", bind, "--master-bind-port", str(port),
             "--expect-workers", str(n), "--expect-workers-max-wait", str(int(START_TIMEOUT_S)),
             "--users", str(n), "--spawn-rate", str(n), "--run-time", f"{run_time_s}s",
             "--csv", str(self.dir / STATS_PREFIX), "--html", str(self.dir / "report.html"),
             "--exit-code-on-error", "0", "--only-summary",
         ], "locust-master.log")
         for k in range(local):
-            self._start_proc([*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            self._start_proc([*base, "--worker", "--master-host", master_host, "--master-port", str(port)],
                         f"locust-worker-{k}.log")
         return master
 
@@ -175,9 +197,18 @@ class LocustLoad(Driver):
         in flight and write their ``ack`` records before they exit), then wait for each."""
         for proc in self._procs:
             if proc.poll() is None:
-                procs.kill_group(proc, signal.SIGTERM)
+                if isinstance(proc, containers.ContainerProcess):
+                    proc.terminate()
+                else:
+                    procs.kill_group(proc, signal.SIGTERM)
         for proc in reversed(self._procs):
-            procs.stop(proc, timeout_s=self.load.submit_timeout + 5)
+            if isinstance(proc, containers.ContainerProcess):
+                try:
+                    proc.wait(timeout=self.load.submit_timeout + 5)
+                except Exception:  # still running: SIGKILL (the stack removes it anyway)
+                    proc.kill()
+            else:
+                procs.stop(proc, timeout_s=self.load.submit_timeout + 5)
         self._procs.clear()
 
 

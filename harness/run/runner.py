@@ -153,6 +153,11 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
     if scenario.deploy == "containers" and scenario.services:
         raise UserError(f"deploy: containers starts every server of a stack itself; external services "
                         f"({', '.join(scenario.services)}) need deploy: processes")
+    if scenario.deploy == "containers" and scenario.load.generator == "locust":
+        containers.load_front({"DURABENCH_WORK_DIR": "/"})
+        if scenario.load.locust_remote_workers:
+            raise UserError("deploy: containers runs every Locust worker in the stack; load.locust_remote_workers "
+                            "needs deploy: processes")
     if scenario.deploy == "containers" and scenario.workers.ledger == "shipped":
         raise UserError("deploy: containers writes worker ledgers through a bind mount; workers.ledger: shipped "
                         "needs deploy: processes")
@@ -407,7 +412,7 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             if scenario.load.generator == "locust":  # Locust processes through HTTP front doors
                 from harness.run.locustload import LocustLoad
 
-                driver: Driver = LocustLoad(ctx, client, scenario.load, scenario.seed, harness_ledger, view)
+                driver: Driver = LocustLoad(ctx, client, scenario.load, scenario.seed, harness_ledger, view, stack)
                 driver.stages = stages  # signals still go from here, through the engine client
             else:
                 driver = Driver(ctx.engine, client, scenario.load, scenario.seed, harness_ledger, view, ctx.run_id,

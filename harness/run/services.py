@@ -70,6 +70,8 @@ RESTATE_VERSION = "1.7.12"
 RESTATE_PACKAGE = "@restatedev/restate-server"
 RESTATE_BINARY = Path("node_modules/@restatedev/restate-server-linux-x64/bin/restate-server")
 NPM_TIMEOUT_S = 600.0
+RESTATE_ADMIN_PORT = 9070  # in a container (durabench serve restate): Restate's default ports
+RESTATE_NODE_PORT = 5122
 
 
 def free_port() -> int:
@@ -378,8 +380,10 @@ def restate_binary(version: str = RESTATE_VERSION) -> Path:
     """The ``restate-server`` binary of ``version``, installed once from npm into ~/.cache/durabench.
 
     The npm package is a Node wrapper with the binary as an optional dependency; the harness starts
-    the binary itself (the wrapper forwards only INT/TERM: a SIGKILL of it would orphan the server)."""
-    root = Path.home() / ".cache" / "durabench" / f"restate-server-{version}"
+    the binary itself (the wrapper forwards only INT/TERM: a SIGKILL of it would orphan the server).
+    The cache is ``$DURABENCH_CACHE`` (default ``~/.cache/durabench``); the runtime image holds the binary there."""
+    base = os.environ.get("DURABENCH_CACHE")  # as harness/gobuild.py: the runtime image sets it
+    root = (Path(base) if base else Path.home() / ".cache" / "durabench") / f"restate-server-{version}"
     binary = root / RESTATE_BINARY
     if binary.exists():
         return binary
@@ -404,10 +408,15 @@ def restate_binary(version: str = RESTATE_VERSION) -> Path:
 
 
 def _restate(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-             group: Services | None = None) -> Service:
+             group: Services | None = None, host: str = "127.0.0.1", port: int | None = None) -> Service:
+    """``port`` given (``durabench serve restate``): the ingress there and the admin API at RESTATE_ADMIN_PORT,
+    both listening on ``host``."""
     binary = str(restate_binary())
     data_dir.mkdir(parents=True, exist_ok=True)
-    ingress, admin, node = free_port(), free_port(), free_port()
+    if port is None:
+        ingress, admin, node = free_port(), free_port(), free_port()
+    else:
+        ingress, admin, node = port, RESTATE_ADMIN_PORT, RESTATE_NODE_PORT
     settings: dict[str, Any] = {
         "log_server_wal_fsync": _RESTATE_LOG_FSYNC[profile],
         "default_num_partitions": 24,  # the server's default, explicit because it shapes the numbers
@@ -418,8 +427,8 @@ def _restate(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] 
         'cluster-name = "durabench"\n'
         "disable-telemetry = true\n"
         f"default-num-partitions = {settings['default_num_partitions']}\n"
-        f'[admin]\nbind-address = "127.0.0.1:{admin}"\n'
-        f'[ingress]\nbind-address = "127.0.0.1:{ingress}"\n'
+        f'[admin]\nbind-address = "{host}:{admin}"\n'
+        f'[ingress]\nbind-address = "{host}:{ingress}"\n'
         f"[log-server]\nrocksdb-disable-wal-fsync = {'false' if settings['log_server_wal_fsync'] else 'true'}\n"
     )
     argv = [binary, "--config-file", str(config), "--base-dir", str(data_dir / "restate-data"),
@@ -456,17 +465,24 @@ def _wait_restate(svc: Service) -> None:
 
 
 def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-                     group: Services | None = None) -> Service:
-    """The production Temporal server on the group's PostgreSQL (through its proxy when there is one)."""
-    if group is None or "postgres" not in group.services:
-        raise ServiceError("temporal-server needs the postgres service started before it")
-    if group.services["postgres"].external:
-        raise ServiceError("temporal-server runs on the harness's own PostgreSQL only (an external postgres has "
-                           "its own credentials); drop services.postgres from the scenario for temporal-*-pg engines")
+                     group: Services | None = None, host: str = "127.0.0.1", port: int | None = None) -> Service:
+    """The production Temporal server on the group's PostgreSQL (through its proxy when there is one).
+    ``port`` given (``durabench serve temporal-server`` in a container): the fixed ports of
+    ``temporal_server.CONTAINER_PORTS`` listening on ``host``, on the stack's ``postgres`` service; the
+    ``default`` namespace is then created by durabench on the host once the container is healthy."""
     overrides = dict(overrides or {})
     temporal_server.check_settings(overrides)
+    if port is None:
+        if group is None or "postgres" not in group.services:
+            raise ServiceError("temporal-server needs the postgres service started before it")
+        if group.services["postgres"].external:
+            raise ServiceError("temporal-server runs on the harness's own PostgreSQL only (an external postgres has "
+                               "its own credentials); drop services.postgres from the scenario for temporal-*-pg "
+                               "engines")
+        pg_host, pg_port = group.reach("postgres")
+    else:
+        pg_host, pg_port = "postgres", CONTAINER_PORTS["postgres"]  # the stack's service, by name
     bins = temporalbuild.build()  # cached; the first use builds (progress lines on stderr)
-    pg_host, pg_port = group.reach("postgres")
     setup_log = log.with_name(log.stem + "-setup.log")
     temporal_server.setup_databases(bins["temporal-sql-tool"], pg_host, pg_port, setup_log)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -476,16 +492,20 @@ def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[st
     dyn_path = data_dir / "dynamicconfig.yaml"
     dyn_path.write_text(temporal_server.render_dynamic_config(dynamic))
     temporal_server.validate_dynamic_config(bins["temporal-server"], dyn_path)
-    ports = {key: free_port() for key in ("frontend", "frontend_http", "metrics", *temporal_server.SERVICES)}
-    taken = set(ports.values())
-    for name in temporal_server.SERVICES:  # the cluster_membership table keeps rpc ports in a smallint
-        port = free_low_port()
-        while port in taken:
-            port = free_low_port()
-        ports[f"{name}_membership"] = port
-        taken.add(port)
+    if port is None:
+        ports = {key: free_port() for key in ("frontend", "frontend_http", "metrics", *temporal_server.SERVICES)}
+        taken = set(ports.values())
+        for name in temporal_server.SERVICES:  # the cluster_membership table keeps rpc ports in a smallint
+            low = free_low_port()
+            while low in taken:
+                low = free_low_port()
+            ports[f"{name}_membership"] = low
+            taken.add(low)
+    else:
+        ports = {**temporal_server.CONTAINER_PORTS, "frontend": port}
     config = data_dir / "config.yaml"
-    config.write_text(temporal_server.render_config(settings, ports, pg_host, pg_port, dyn_path))
+    config.write_text(temporal_server.render_config(settings, ports, pg_host, pg_port, dyn_path,
+                                                    bind_ip=None if host == "127.0.0.1" else host))
     argv = [str(bins["temporal-server"]), "--config-file", str(config), "--allow-no-auth", "start"]
     frontend = f"127.0.0.1:{ports['frontend']}"
 
@@ -495,7 +515,8 @@ def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[st
 
     recorded = {**settings, "dynamic_config": dynamic, "ports": ports, "postgres_via": f"{pg_host}:{pg_port}",
                 "durability": f"the run's postgres ({profile})"}
-    version = f"Temporal Server {temporalbuild.SERVER_VERSION.lstrip('v')} (built with {temporalbuild.go_version()})"
+    version = (f"Temporal Server {temporalbuild.SERVER_VERSION.lstrip('v')} "
+               f"(built with {temporalbuild.built_with(bins)})")
     return Service(NAME_TEMPORAL_SERVER, frontend, ports["frontend"], argv, data_dir, log, recorded, version,
                    extra={"metrics": f"http://127.0.0.1:{ports['metrics']}/metrics",
                           "about": temporal_server.describe(settings)},
@@ -519,7 +540,9 @@ NAME_TEMPORAL_SERVER = temporal_server.NAME
 _FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
               NAME_TEMPORAL_SERVER: _temporal_server, "kafka": _kafka}
 SERVICE_NAMES = tuple(_FACTORIES)
-CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "temporal": 7233}  # temporal: +1 HTTP, +2 metrics
+# the port of each server the runtime image serves (temporal: +1 HTTP, +2 metrics; restate: its ingress, the
+# admin API at RESTATE_ADMIN_PORT; temporal-server: its frontend, the rest in temporal_server.CONTAINER_PORTS)
+CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "temporal": 7233, "restate": 8080, NAME_TEMPORAL_SERVER: 7233}
 DESCRIBE_PREFIX = "durabench-service "
 
 
@@ -532,7 +555,8 @@ def serve(name: str, profile: str, settings: dict[str, Any], data_dir: Path) -> 
     import json
     import pwd
 
-    factories = {"postgres": _postgres, "redis": _redis, "temporal": _temporal}  # the servers of the image
+    factories = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
+                 NAME_TEMPORAL_SERVER: _temporal_server}  # the servers of the image
     if name not in factories:
         raise ValueError(f"unknown service {name!r} (known: {', '.join(factories)})")
     svc = factories[name](data_dir, data_dir / f"{name}.log", profile, settings, host="0.0.0.0",

@@ -76,6 +76,11 @@ SOURCES = {
                       "relaxes limits for development)",
 }
 DYNAMIC_PREFIX = "dynamic."
+# in a container (``durabench serve temporal-server``): Temporal's own default ports (config/development-*.yaml;
+# the frontend's HTTP port and Prometheus as its docker image's), each in the container's network namespace
+CONTAINER_PORTS = {"frontend": 7233, "frontend_http": 7243, "metrics": 8000, "history": 7234, "matching": 7235,
+                   "worker": 7239, "frontend_membership": 6933, "history_membership": 6934,
+                   "matching_membership": 6935, "worker_membership": 6939}
 
 
 def check_settings(overrides: dict[str, Any], dynamic_check: bool = False) -> None:
@@ -121,8 +126,11 @@ def _yaml(value: Any) -> str:
 
 
 def render_config(settings: dict[str, Any], ports: dict[str, int], pg_host: str, pg_port: int,
-                  dynamic_config: Path) -> str:
-    """The server's static config (the shape of config/development-postgres12.yaml)."""
+                  dynamic_config: Path, bind_ip: str | None = None) -> str:
+    """The server's static config (the shape of config/development-postgres12.yaml). Every service listens on
+    loopback, or with ``bind_ip`` (in a container: ``0.0.0.0``) there, metrics included; its peers (all in
+    this one process) still meet on 127.0.0.1."""
+    bind = "bindOnLocalHost: true" if bind_ip is None else f"bindOnIP: {bind_ip}"
 
     def store(db: str, conns: int, idle: int) -> str:
         return (f"      sql:\n        pluginName: {PLUGIN}\n        databaseName: {db}\n"
@@ -140,12 +148,12 @@ def render_config(settings: dict[str, Any], ports: dict[str, int], pg_host: str,
               int(settings["visibility_max_idle_conns"])).rstrip("\n"),
         "global:", "  membership:", "    maxJoinDuration: 30s", "    broadcastAddress: 127.0.0.1",
         "  metrics:", "    prometheus:", "      framework: tally", "      timerType: histogram",
-        f"      listenAddress: 127.0.0.1:{ports['metrics']}",
+        f"      listenAddress: {bind_ip or '127.0.0.1'}:{ports['metrics']}",
         "services:",
     ]
     for svc in SERVICES:
         lines += [f"  {svc}:", "    rpc:", f"      grpcPort: {ports[svc]}",
-                  f"      membershipPort: {ports[svc + '_membership']}", "      bindOnLocalHost: true"]
+                  f"      membershipPort: {ports[svc + '_membership']}", f"      {bind}"]
         if svc == "frontend":
             lines.append(f"      httpPort: {ports['frontend_http']}")
     lines += [

@@ -1,0 +1,101 @@
+"""deploy: containers for the engines whose servers come from outside PyPI: the Restate server (npm) and the
+production Temporal server on PostgreSQL (built from the Go module proxy), both in the runtime image. One run
+of scenarios/quick.yaml (its worker:0 SIGKILLed 10 s into the load) on restate and temporal-pg as containers;
+the checker must find every workflow completed. Skipped with the reason on a machine without a Docker
+daemon; required in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import dockerhost, ledger
+from harness.run import image, temporal_server
+from tests.conftest import ROOT
+from tests.docker_support import docker_client
+
+pytestmark = [pytest.mark.real, pytest.mark.e2e,
+              pytest.mark.timeout(2400)]  # the first test builds the image when not cached (minutes)
+ENGINES = ("restate", "temporal-pg")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    c = docker_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def runtime_image(client: Any) -> str:
+    return image.ensure(client, lambda line: print(line, flush=True))
+
+
+def test_the_image_holds_every_server(client: Any, runtime_image: str) -> None:
+    """The Restate server, the Temporal server and its SQL tool, Java 17 and Kafka's jars, the absurd plugin:
+    each runs (or imports) inside the image, with no network."""
+    script = ("set -e; \"$DURABENCH_CACHE\"/restate-server-*/node_modules/@restatedev/restate-server-linux-x64/bin/"
+              "restate-server --version; \"$DURABENCH_TEMPORAL_SERVER_DIR\"/temporal-server --version; "
+              "\"$DURABENCH_TEMPORAL_SERVER_DIR\"/temporal-sql-tool --version; java -version 2>&1; "
+              "ls \"$DURABENCH_CACHE\"/kafka-*/libs | grep -c '^kafka'; "
+              "python -c 'import durabench_absurd, absurd_sdk; from harness.run import kafka, services; "
+              "print(kafka.jars_cached(), services.restate_binary().name)'")
+    out = client.containers.run(runtime_image, ["sh", "-c", script], remove=True, network_mode="none").decode()
+    assert "restate-server 1.7" in out, out
+    assert "1.32.0" in out and 'openjdk version "17' in out, out
+    assert out.strip().endswith("True restate-server"), out
+    info = image.describe(client, runtime_image)
+    assert info["servers"] == ["kafka-4.4.0", "restate-server-1.7.12", "temporal-server"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(runtime_image: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("containers-engines")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "scenarios/quick.yaml", "--deploy",
+                           "containers", "--engines", ",".join(ENGINES), "--out", str(out), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_quick_as_containers_with_a_worker_kill(client: Any, quick_run: tuple[Path, dict[str, Any]],
+                                                engine: str) -> None:
+    run_dir, summary = quick_run
+    e = summary["engines"][engine]
+    checker = json.loads((run_dir / f"engines/{engine}/checker.json").read_text())
+    assert e["status"] == "ok" and e["verdict"] == "correct", e
+    for kind in ("lost", "unknown", "unexpected", "missing_steps", "replayed_completed_steps"):
+        assert checker["ids"][kind] == [], kind
+    assert set(checker["ids"]["completed"]) == set(checker["ids"]["submitted"])
+    assert e["completed"] == e["submitted"] == len(checker["ids"]["submitted"]) > 300  # 20/s for 23 s
+    history = list(ledger.read_dir(run_dir / "engines" / engine / "history"))
+    kill = next(r for r in history if r["ev"] == "fault_start" and r["kind"] == "kill-worker")
+    assert kill["api_ms"] > 0 and kill["pids"]["worker:0"].endswith("-worker-0")
+    starts = [r for r in history if r["ev"] == "worker_start" and r["worker"] == "worker:0"]
+    assert len(starts) == 2  # the container started again by the supervisor after the kill
+    assert all(r["container"].endswith(f"-worker-{r['worker'][-1]}") for r in starts)
+    assert {r["src"] for r in history if r["ev"] == "step_start"} == {"worker:0", "worker:1"}
+    assert e["recovery"][0]["kind"] == "kill-worker" and e["recovery"][0]["end_s"] is not None
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["deploy"]["mode"] == "containers"
+    svc = manifest["engines"][engine]["services"]
+    if engine == "restate":
+        assert svc["restate"]["inner_url"] == "http://restate:8080"
+        assert svc["restate"]["version"].startswith("1.7"), svc["restate"]
+    else:
+        server = svc[temporal_server.NAME]
+        assert server["inner_url"] == "temporal-server:7233"
+        assert server["settings"]["postgres_via"] == "postgres:5432"
+        assert server["version"].startswith("Temporal Server 1.32.0"), server
+        assert (run_dir / f"engines/{engine}/logs/{temporal_server.NAME}-setup.log").read_text().count(
+            "namespace") >= 1
+    assert not client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}={manifest['short_id']}"})
