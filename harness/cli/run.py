@@ -63,6 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.locust_ui:
         if sc.load.generator != "locust":
             raise UserError("--locust-ui needs load.generator: locust (add --generator locust)")
+        if sc.deploy == "containers":  # the master's web UI would listen inside its container
+            raise UserError("--locust-ui needs deploy: processes (under containers Locust runs headless)")
         from harness.run import locustload
 
         locustload.WEB_UI = True

@@ -285,3 +285,13 @@ def test_servers_in_a_container_listen_on_its_network(tmp_path: Path, monkeypatc
     group = containers.ContainerServices({"restate": svc}, tmp_path)
     assert group.endpoints == {"restate": "http://127.0.0.1:1", "restate-admin": "http://127.0.0.1:2"}
     assert group.inner_endpoints == {"restate": "http://restate:8080", "restate-admin": "http://restate:9070"}
+
+
+def test_locust_ui_needs_processes() -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "tests/e2e/containers-locust.yaml",
+                           "--locust-ui"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("durabench: error: --locust-ui needs deploy: processes (under containers Locust "
+                                   "runs headless)")
