@@ -179,7 +179,11 @@ def _ports(spec: list[str], advertise: str | None = None) -> dict[str, list[tupl
         host_port, _, port = rest.partition(":")
         if host_ip != "127.0.0.1" or not port:
             raise UserError(f"port {entry!r}: durabench publishes on loopback only, as 127.0.0.1::PORT")
-        out[f"{port}/tcp"] = [("127.0.0.1", int(host_port) if host_port else services.free_port())]
+        chosen = int(host_port) if host_port else services.free_port()
+        taken = {p for bindings in out.values() for ip, p in bindings if ip == "127.0.0.1"}
+        while not host_port and chosen in taken:  # two picks can meet (restate publishes two ports)
+            chosen = services.free_port()
+        out[f"{port}/tcp"] = [("127.0.0.1", chosen)]
         if advertise is not None:
             out[f"{port}/tcp"].append((advertise, _free_port_on(advertise)))
     return out

@@ -95,6 +95,15 @@ def test_ports_are_loopback_only() -> None:
         containers._ports(["0.0.0.0::5432"])
 
 
+def test_published_ports_of_one_container_are_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.run import services
+
+    picks = iter([41000, 41000, 41001])  # the kernel may hand out the same free port twice in a row
+    monkeypatch.setattr(services, "free_port", lambda: next(picks))
+    assert containers._ports(["127.0.0.1::8080", "127.0.0.1::9070"]) == {
+        "8080/tcp": [("127.0.0.1", 41000)], "9070/tcp": [("127.0.0.1", 41001)]}
+
+
 def test_go_workers_run_as_the_image_s_copy() -> None:
     cached = str(gobuild.cache_dir() / "dbos_go-0123456789abcdef")
     assert containers.container_argv([cached, "worker"]) == [f"{image.GO_DIR}/dbos_go", "worker"]
