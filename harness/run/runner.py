@@ -45,6 +45,7 @@ from harness.scenario import LINK_FAULTS, STORE_FAULTS, Scenario, VariantSpec
 from harness.supervisor import Supervisor
 
 LOOKUP_BATCH = 500
+LOOKUP_RETRY_S = 60.0  # an engine's lookup that keeps raising for this long fails the engine run
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_POLL_S = 0.2
 
@@ -507,7 +508,7 @@ async def _lookup(client: Any, ids: list[str], ledger_done: set[str]) -> dict[st
     SETTLE_TIMEOUT_S, so completion times come from the engine rather than the ledger."""
     out: dict[str, EngineRecord] = {}
     for i in range(0, len(ids), LOOKUP_BATCH):
-        out.update(await client.lookup(ids[i : i + LOOKUP_BATCH]))
+        out.update(await _lookup_batch(client, ids[i : i + LOOKUP_BATCH]))
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
         waiting = [wf for wf in ids if wf in ledger_done and out[wf].status == "pending"]
@@ -515,5 +516,22 @@ async def _lookup(client: Any, ids: list[str], ledger_done: set[str]) -> dict[st
             break
         await asyncio.sleep(SETTLE_POLL_S)
         for i in range(0, len(waiting), LOOKUP_BATCH):
-            out.update(await client.lookup(waiting[i : i + LOOKUP_BATCH]))
+            out.update(await _lookup_batch(client, waiting[i : i + LOOKUP_BATCH]))
     return out
+
+
+async def _lookup_batch(client: Any, ids: list[str]) -> dict[str, EngineRecord]:
+    """One batch of the engine's lookup, asked again while it raises (an overloaded or restarting
+    server: "shard status unknown" from Temporal) for up to LOOKUP_RETRY_S; then the engine run fails
+    with what the engine's client said, not a traceback."""
+    deadline = time.monotonic() + LOOKUP_RETRY_S
+    pause_s = SETTLE_POLL_S
+    while True:
+        try:
+            return dict(await client.lookup(ids))
+        except Exception as exc:  # the engine's client library's own errors, whatever their class
+            if time.monotonic() + pause_s > deadline:
+                raise ServiceError(f"the engine's lookup of {len(ids)} workflows still failed after "
+                                   f"{LOOKUP_RETRY_S:g}s: {type(exc).__name__}: {exc}") from exc
+            await asyncio.sleep(pause_s)
+            pause_s = min(2 * pause_s, 5.0)
