@@ -48,6 +48,7 @@ from typing import Any
 from harness.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
+TREE_LABEL = "durabench.tree"  # the checkout an image was built from (see _remove_older)
 REPOSITORY = "durabench"
 BASE_REPOSITORY = "durabench-base"
 SUITE = "bookworm"
@@ -358,9 +359,10 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
 
 
 def _remove_older(client: Any, keep: str) -> None:
-    """Untag the images of earlier source trees (their layers stay as the build cache); one that a
-    container still uses is left alone."""
-    for img in client.images.list(name=REPOSITORY):
+    """Untag the images this checkout built from its earlier states (their layers stay as the build
+    cache); one that a container still uses is left alone. Images of other checkouts on the same
+    daemon (another clone, a CI run) are theirs: a build here never takes their tags away."""
+    for img in client.images.list(name=REPOSITORY, filters={"label": f"{TREE_LABEL}={ROOT}"}):
         for other in img.tags:
             if other not in (keep, f"{REPOSITORY}:latest"):
                 with contextlib.suppress(Exception):
@@ -370,7 +372,8 @@ def _remove_older(client: Any, keep: str) -> None:
 def _build(client: Any, fileobj: io.BufferedReader, tag: str, buildargs: dict[str, str], say: Say) -> str:
     lines: list[str] = []
     stream = client.api.build(fileobj=fileobj, custom_context=True, tag=tag, buildargs=buildargs,
-                              network_mode="none", rm=True, forcerm=True, decode=True)
+                              labels={TREE_LABEL: str(ROOT)}, network_mode="none", rm=True, forcerm=True,
+                              decode=True)
     for chunk in stream:
         if "error" in chunk:
             tail = " | ".join(line.strip() for line in lines[-3:] if line.strip())

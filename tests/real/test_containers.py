@@ -5,6 +5,7 @@ daemon; required in CI."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,6 +53,34 @@ def test_image_is_cached_by_content_and_runs_the_project(client: Any, runtime_im
         remove=True, network_mode="none")
     text = out.decode()
     assert "(3, 11)" in text and "'dbos'" in text and "'celery'" in text, text
+
+
+def _labelled(client: Any, base: str, tag: str, tree: str) -> None:
+    import io
+    import tarfile
+
+    dockerfile = f"FROM {base}\nLABEL {image.TREE_LABEL}={tree}\n".encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    buf.seek(0)
+    client.images.build(fileobj=buf, custom_context=True, tag=tag, network_mode="none", rm=True)
+
+
+def test_a_build_untags_only_its_own_checkout_s_older_images(client: Any, runtime_image: str) -> None:
+    mine, other = f"{image.REPOSITORY}:test-older-here", f"{image.REPOSITORY}:test-other-checkout"
+    _labelled(client, runtime_image, mine, str(image.ROOT))
+    _labelled(client, runtime_image, other, "/somewhere/else")
+    try:
+        image._remove_older(client, runtime_image)
+        tags = {t for img in client.images.list(name=image.REPOSITORY) for t in img.tags}
+        assert mine not in tags and other in tags and runtime_image in tags
+    finally:
+        for tag in (mine, other):
+            with contextlib.suppress(Exception):
+                client.images.remove(tag)
 
 
 def _ca_fingerprints() -> list[str]:
