@@ -129,7 +129,9 @@ class EngineRecord:
     completed_ns: int | None = None  # durable completion time as the engine records it
     # engine-specific, kept in reconcile.json; the harness reads three optional keys where the engine records
     # which worker took the workflow off its queue: ``dequeued_by`` (a worker id, "worker:0"), ``dequeued_ns``
-    # (when, wall-clock ns) and ``start_attempts`` (how many times it was started, 1 = once)
+    # (when, wall-clock ns) and ``start_attempts`` (how many times it was started, 1 = once); and, on a
+    # ``pending`` record, ``queued: False`` when the engine has nothing left that would ever run it (Celery: no
+    # message of the workflow in the queue or unacked): the checker then counts it lost, not unfinished
     detail: dict[str, Any] = field(default_factory=dict)
 
 

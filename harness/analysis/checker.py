@@ -1,7 +1,11 @@
 """The checker: a pure function of one engine's history and reconcile records.
 
 Per workflow id (Jepsen's taxonomy): submitted, acknowledged, completed, failed, **lost**
-(acknowledged, or resolved as accepted, but never completed), **unknown** (submit outcome
+(acknowledged, or resolved as accepted, never completed, and the engine does not hold it either:
+it has it failed, has no record of it, or claims it done without the steps in the ledger),
+**unfinished** (acknowledged, not completed when the run ended, and the engine still holds it as
+pending: a backlog or a retry still waiting on a timeout, not a loss; still not a correct run, as
+its work was not done within the run), **unknown** (submit outcome
 indeterminate and not resolved by the engine's own store or the ledger), **unexpected** (ran
 but never submitted).
 
@@ -49,7 +53,7 @@ from typing import Any
 
 from harness.contract import EngineRecord
 
-VIOLATIONS = ("lost", "unexpected", "missing_steps", "replayed_completed_steps", "effects_duplicated",
+VIOLATIONS = ("lost", "unfinished", "unexpected", "missing_steps", "replayed_completed_steps", "effects_duplicated",
               "effects_missing", "timers_early", "signals_lost", "signals_duplicated", "branches_missing",
               "branches_duplicated")
 STAGE_START_EVENTS = ("timer_set", "signal_wait", "branch_start")  # non-step stages (parallel: its branches)
@@ -160,8 +164,8 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
     (None: a chain). The program's own checks are harness/analysis/program_checks.py."""
     after = _after(program) if program is not None else None
     ids: dict[str, list[str]] = {k: [] for k in (
-        "submitted", "acknowledged", "failed", "unknown", "resolved_unknown", "completed", "lost", "unexpected",
-        "missing_steps", "duplicated_steps", "replayed_completed_steps",
+        "submitted", "acknowledged", "failed", "unknown", "resolved_unknown", "completed", "lost", "unfinished",
+        "unexpected", "missing_steps", "duplicated_steps", "replayed_completed_steps",
     )}
     extra_executions = 0
     for wf, tr in sorted(trs.items()):
@@ -187,7 +191,8 @@ def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineR
         if completed_ns is not None:
             ids["completed"].append(wf)
         else:
-            ids["lost"].append(wf)
+            held = record is not None and record.status == "pending" and record.detail.get("queued") is not False
+            ids["unfinished" if held else "lost"].append(wf)
             for step in range(n_steps):  # (a completed workflow has every stage ended)
                 if tr.end_ns(step) is None:
                     ids["missing_steps"].append(f"{wf}#{step}")

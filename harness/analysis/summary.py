@@ -81,6 +81,7 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "completed": c["completed"],
         "failed": c["failed"],
         "lost": c["lost"],
+        "unfinished": c["unfinished"],
         "unknown": c["unknown"],
         "resolved_unknown": c["resolved_unknown"],
         "unexpected": c["unexpected"],

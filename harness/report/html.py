@@ -224,11 +224,12 @@ def verdict_lines(runs: list[Run]) -> list[str]:
             head += f" (n={len(sums)} runs)"
 
         def c(key: str, sums: list[dict[str, Any]] = sums) -> str:
-            return fmt_spread([s[key] for s in sums], digits_int=True)
+            return fmt_spread([s.get(key, 0) for s in sums], digits_int=True)
 
         lines.append(
             f"- **{name}**: {head} {under}: {c('completed')} of {c('acknowledged')} accepted workflows completed; "
-            f"{c('lost')} lost, {c('failed')} refused, {c('unknown')} unknown, {c('unexpected')} unexpected, "
+            f"{c('lost')} lost, {c('unfinished')} unfinished, {c('failed')} refused, {c('unknown')} unknown, "
+            f"{c('unexpected')} unexpected, "
             f"{c('missing_steps')} missing steps, {c('replayed_completed_steps')} replayed completed steps (lost "
             f"checkpoints); {c('duplicated_steps')} duplicated steps (at-least-once re-execution of a step in "
             f"flight)." + "".join(f" {text}" for text in report.findings(sums[0]) if len(sums) == 1))

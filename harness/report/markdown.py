@@ -63,6 +63,11 @@ def findings(e: dict[str, Any]) -> list[str]:
                             f"{_fmt(b['e2e_p50_last_quarter_ms'])} ms (last quarter)")
         out.append("**The engine did not keep up with the offered load** (" + "; ".join(evidence or ["backlog"])
                    + "): its latency grows with the run's length and reflects a backlog.")
+    unfinished = e.get("unfinished", 0)
+    if unfinished:
+        out.append(f"**Unfinished**: {unfinished} of {e.get('acknowledged', 0)} accepted workflows had not completed "
+                   "when the run ended and the engine still holds them as pending (not lost: a backlog, or a "
+                   "retry that waits on a timeout longer than the drain).")
     lost, refused, unknown = e.get("lost", 0), e.get("failed", 0), e.get("unknown", 0)
     if lost or refused or unknown:
         parts = [f"{lost} of {e.get('acknowledged', 0)} accepted workflows never completed (lost)"] if lost else []
@@ -189,7 +194,8 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         behind = " **The driver fell behind its offered rate.**" if e["driver_fell_behind"] else ""
         behind += "".join(f" {text}" for text in findings(e))
         lines.append(
-            f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e['unknown']} unknown, {e['unexpected']} unexpected, "
+            f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e.get('unfinished', 0)} unfinished, "
+            f"{e['unknown']} unknown, {e['unexpected']} unexpected, "
             f"{e['missing_steps']} missing steps, {e['duplicated_steps']} duplicated steps, "
             f"{e['replayed_completed_steps']} replayed completed steps); offered "
             f"{_fmt(e['offered_rate_per_s'])}/s, achieved {_fmt(e['achieved_rate_per_s'])}/s; completion times "

@@ -83,6 +83,7 @@ def _resume_s(e: dict[str, Any]) -> float | None:
 
 COMPLETED = Column("completed %", _pct_of_accepted("completed"))
 LOST = Column("lost", _path("lost"), 0)
+UNFINISHED = Column("unfinished", _path("unfinished"), 0)  # still pending in the engine at the end: not lost
 
 USE_CASES: dict[str, UseCase] = {u.name: u for u in (
     UseCase(
@@ -92,7 +93,7 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         (COMPLETED, Column("p50 s", _latency_s("p50")), Column("p99 s", _latency_s("p99"), chart=True),
          Column("retry amplification", _path("program", "calls", "retry_amplification"), 2, chart=True),
          Column("wasted calls /1000 wf", _per_1000_accepted("program", "calls", "wasted_calls"), chart=True),
-         Column("recovery s", _recovery_s), LOST),
+         Column("recovery s", _recovery_s), LOST, UNFINISHED),
         "Retry amplification: requests the flaky API received per logical call (the engine's retries). Wasted "
         "calls: requests made after the same call had already been answered successfully (a step re-run after a "
         "kill: a call the user pays for twice), per 1,000 accepted workflows, counted by the API itself. "
@@ -107,7 +108,7 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
          Column("items re-executed", _path("program", "branches", "branch_steps_reexecuted"), 0, chart=True),
          Column("steps re-executed", _path("extra_step_executions"), 0),
          Column("work lost s", _path("reexecution", "work_lost_s"), 1),
-         Column("steps/s", _path("steps_per_s"), 1, chart=True), LOST),
+         Column("steps/s", _path("steps_per_s"), 1, chart=True), LOST, UNFINISHED),
         "Makespan: intended start of the batch to its durable completion. Items re-executed: executions of the "
         "fan-out's items beyond each one's first; steps re-executed: the same for any step, items included (the "
         "external ledger), and the worker time they took (work lost). "
@@ -119,7 +120,7 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         "timer, then ships, while the store restarts and a worker dies mid-charge: is anyone charged twice, is "
         "any order lost, and how late do timers and signals resume it?",
         (COMPLETED, Column("double charges", _path("program", "effects", "extra_applications"), 0, chart=True),
-         Column("lost orders", _path("lost"), 0, chart=True),
+         Column("lost orders", _path("lost"), 0, chart=True), Column("unfinished orders", _path("unfinished"), 0),
          Column("timer late p50 ms", _path("program", "timers", "lateness_ms", "p50")),
          Column("timer late p99 ms", _path("program", "timers", "lateness_ms", "p99"), chart=True),
          Column("signal->resume p50 ms", _path("program", "signals", "signal_to_resume_ms", "p50")),
@@ -135,7 +136,7 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         (COMPLETED, Column("dup without fault", _path("reexecution", "duplicates_without_fault"), 0, chart=True),
          Column("dup steps", _path("duplicated_steps"), 0),
          Column("work lost s", _path("reexecution", "work_lost_s"), 0, chart=True),
-         Column("resume after kill s", _resume_s, 1, chart=True), LOST),
+         Column("resume after kill s", _resume_s, 1, chart=True), LOST, UNFINISHED),
         "Dup without fault: jobs that started a second time with no fault hitting the first run in between "
         "(a visibility or activity timeout shorter than the job redelivered it while it ran). Work lost: "
         "worker-seconds of executions that were not the one kept (harness/analysis/reexecution.py). "

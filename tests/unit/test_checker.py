@@ -97,5 +97,23 @@ def test_unknown_submit_resolution() -> None:
     assert result.ids["resolved_unknown"] == ["engine-knows", "ran"]
     assert result.ids["unknown"] == ["nobody-knows"]
     assert result.ids["failed"] == ["refused"]
-    assert result.ids["lost"] == ["engine-knows"]  # accepted by the engine, never ran
+    assert result.ids["unfinished"] == ["engine-knows"]  # accepted by the engine, not run yet: it still holds it
+    assert result.ids["lost"] == []
     assert result.ids["completed"] == ["ran"]
+
+
+def test_unfinished_is_what_the_engine_still_holds_lost_is_the_rest() -> None:
+    """A workflow accepted and not completed when the run ends is a loss only when the engine does not
+    hold it: a pending record (a backlog, a retry waiting on a long timeout) is unfinished, unless the
+    engine says nothing is left that would run it (``queued: False``)."""
+    h = History()
+    for i, wf in enumerate(("held", "no-message", "failed", "forgotten", "no-record")):
+        h.submit(wf, 10 * i)
+        h.step(wf, 0, 10 * i + 1, 10 * i + 2)
+    engine = {"held": EngineRecord("pending", None, {"queued": True}),
+              "no-message": EngineRecord("pending", None, {"step_states": ["SUCCESS"], "queued": False}),
+              "failed": EngineRecord("failed"), "forgotten": EngineRecord("not_found")}
+    result = run(h, engine=engine)
+    assert result.ids["unfinished"] == ["held"]
+    assert result.ids["lost"] == ["failed", "forgotten", "no-message", "no-record"]
+    assert not result.correct  # work not done within the run is not a correct run either
