@@ -16,6 +16,13 @@ compiles it; the legacy shorthand is a chain of ``work`` stages). An adapter say
 runs natively in its optional ``stages`` class attribute (see :func:`stage_support`); the harness skips
 an engine for a scenario that uses a kind it does not run, with the reason. Signals reach a workflow
 through the optional :class:`SignalClient` protocol of the engine's client.
+
+Events (``load.source: kafka``): the driver produces one event per arrival to a Kafka topic instead of
+submitting a workflow; ``WorkerConfig.events`` / ``EngineContext.events`` say where (:class:`EventSpec`)
+and the engine's workers consume it in the engine's own idiom, running the program for each event with
+the event id in place of the workflow id in every ledger record and effect row. An engine that does
+this declares an optional ``event_consumer`` class attribute (one line: how it consumes), and may map
+an event to the id of the workflow its engine runs for it (:func:`event_workflow_id`).
 """
 
 from __future__ import annotations
@@ -79,6 +86,44 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class EventSpec:
+    """Where a run's events are (``load.source: kafka``): the broker, the topic, and the consumer group
+    every worker of the engine joins. Each message's key is the event id (UTF-8), its value a JSON object
+    ``{"id": <event id>, "produced_ns": <wall-clock ns when it was produced>}``."""
+
+    broker: str  # "kafka"
+    bootstrap: str  # host:port
+    topic: str
+    partitions: int
+    group_id: str
+
+
+@dataclass(frozen=True)
+class EventRef:
+    """Where one acknowledged event landed."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    group_id: str
+
+
+def event_consumer(engine: Any) -> str | None:
+    """How ``engine`` consumes events (its ``event_consumer`` class attribute), None when it does not."""
+    found = getattr(engine, "event_consumer", None)
+    return str(found) if found else None
+
+
+def event_workflow_id(engine: Any, ref: EventRef) -> str:
+    """The id of the workflow the engine runs for event ``ref``: the engine's optional
+    ``event_workflow_id(ref)`` method, else the event id itself (an engine that starts one workflow per
+    event with the event id as its workflow id). The driver's lookup asks the engine about this id."""
+    mapper = getattr(engine, "event_workflow_id", None)
+    return str(mapper(ref)) if mapper is not None else ref.event_id
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything one worker process needs; written as JSON for workers of any language."""
 
@@ -90,6 +135,7 @@ class WorkerConfig:
     workload: Workload
     settings: dict[str, Any]
     ledger_dir: str
+    events: EventSpec | None = None  # load.source: kafka: consume events from here (see EventSpec)
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -102,6 +148,8 @@ class WorkerConfig:
     @classmethod
     def load_dict(cls, raw: dict[str, Any]) -> WorkerConfig:
         raw = {**raw, "workload": Workload(**raw["workload"])}  # program: the compiled stages (harness/program.py)
+        if raw.get("events") is not None:
+            raw["events"] = EventSpec(**raw["events"])
         return cls(**raw)
 
 
@@ -119,6 +167,7 @@ class EngineContext:
     settings: dict[str, Any]  # defaults from the adapter merged with the scenario's overrides
     work_dir: Path  # scratch and log directory of this engine inside the run directory
     ledger_dir: Path
+    events: EventSpec | None = None  # load.source: kafka (see EventSpec)
 
 
 @dataclass(frozen=True)

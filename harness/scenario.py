@@ -274,6 +274,10 @@ class LoadSpec(_Strict):
     front_doors: int = Field(1, ge=1, le=64)  # front-door processes holding the engine client (generator: locust)
     locust_remote_workers: int = Field(0, ge=0, le=64)  # Locust workers joining from other hosts (locust-worker)
     listen_host: str = Field("127.0.0.1", pattern=r"^[A-Za-z0-9_.:-]+$")  # where the master and front doors listen
+    # submit: the driver starts each workflow through the engine's client; kafka: the driver produces one event
+    # per arrival to a Kafka topic and the engine's workers consume it (harness/run/eventsource.py)
+    source: Literal["submit", "kafka"] = "submit"
+    partitions: int = Field(4, ge=1, le=256)  # partitions of the event topic (source: kafka)
 
     @model_validator(mode="after")
     def _positive_duration(self) -> LoadSpec:
@@ -287,6 +291,15 @@ class LoadSpec(_Strict):
                 if getattr(self, key) != default:  # defaults pass, so a dumped scenario validates again
                     raise _FieldError(f"load.{key}", "no value with generator: pacer (it applies to generator: locust)",
                                       getattr(self, key))
+        if self.source == "kafka":
+            if self.generator != "pacer":
+                raise _FieldError("load.generator", "pacer with source: kafka (the driver is the event producer)",
+                                  self.generator)
+            if self.mode != "open":
+                raise _FieldError("load.mode", "open with source: kafka (events are produced open-loop)", self.mode)
+        elif self.partitions != 4:
+            raise _FieldError("load.partitions", "no value with source: submit (it applies to source: kafka)",
+                              self.partitions)
         return self
 
 
@@ -475,8 +488,8 @@ class SloSpec(_Strict):
         return not any(v is not None for limits in (self.all, *self.engines.values()) for _, v in limits)
 
 
-USE_CASES = ("ai-agent", "data-pipeline", "business-process", "background-jobs")
-UseCase = Literal["ai-agent", "data-pipeline", "business-process", "background-jobs"]
+USE_CASES = ("ai-agent", "data-pipeline", "business-process", "background-jobs", "exactly-once-events")
+UseCase = Literal["ai-agent", "data-pipeline", "business-process", "background-jobs", "exactly-once-events"]
 
 
 class Scenario(_Strict):

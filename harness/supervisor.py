@@ -82,6 +82,7 @@ class Supervisor:
             workload=self.ctx.workload,
             settings=self.ctx.settings,
             ledger_dir=str(self.ctx.ledger_dir),
+            events=self.ctx.events,
         )
 
     def argv(self, index: int) -> list[str]:

@@ -23,7 +23,7 @@ from engines.dbos_common import (
     run_bootstrap,
     run_database_url,
 )
-from harness.contract import STAGE_KINDS, EngineContext, Workload
+from harness.contract import STAGE_KINDS, EngineContext, EventRef, Workload
 
 STEP_NAME = "durabench_step"
 
@@ -54,6 +54,16 @@ class DbosEngine:
     # Every stage kind, natively (README "Programs"): steps, step retries, child workflows,
     # DBOS.sleep, DBOS.recv / send, a datasource transaction in the application database.
     stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
+    # load.source: kafka (README "Events"): DBOS's own Kafka integration in every worker
+    event_consumer: ClassVar[str] = (
+        "DBOS.kafka_consumer in every worker (one consumer group), each event's workflow enqueued on the durabench "
+        "queue; a redelivered event is deduplicated by the workflow id kafka-unique-id-{topic}-{partition}-"
+        "{group_id}-{offset}"
+    )
+
+    def event_workflow_id(self, ref: EventRef) -> str:
+        """The workflow DBOS's Kafka consumer starts for an event (dbos/_kafka.py ``_build_status``)."""
+        return f"kafka-unique-id-{ref.topic}-{ref.partition}-{ref.group_id}-{ref.offset}"
 
     def unavailable_reason(self) -> str | None:
         for module, package in (("dbos", "dbos==3.4.0"), ("psycopg", "psycopg[binary]")):
@@ -77,7 +87,7 @@ class DbosEngine:
         }
 
     def versions(self) -> dict[str, str]:
-        return package_versions("dbos", "sqlalchemy", "psycopg")
+        return package_versions("dbos", "sqlalchemy", "psycopg", "confluent-kafka")
 
     def prepare(self, ctx: EngineContext) -> None:
         """Recreate the system database, then migrate it and register the queue in a subprocess."""

@@ -14,16 +14,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSClient, DBOSConfig
+from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSClient, DBOSConfig, KafkaMessage
 
 from engines.dbos import STEP_NAME, executor_id
 from engines.dbos_common import APP_NAME, WORKFLOW_NAME, system_database_url
-from harness import program
-from harness.contract import WorkerConfig
+from harness import events, program
+from harness.contract import EventSpec, WorkerConfig
 from harness.workload import StepRunner
 
 QUEUE_THREAD_TIMEOUT_S = 30.0
 BRANCH_WORKFLOW = "durabench_branch"
+EVENT_WORKFLOW = "durabench_event"
 
 
 class _State:
@@ -52,6 +53,22 @@ async def durabench_workflow() -> str:
     workflow_id = DBOS.workflow_id
     assert workflow_id is not None
     return await _run_stages(workflow_id, _State.program)
+
+
+@DBOS.workflow(name=EVENT_WORKFLOW)
+async def durabench_event(msg: KafkaMessage) -> None:
+    """One Kafka event (a ``dbos.KafkaMessage``): the program, with the event id in place of the workflow
+    id in the ledger and the application table. DBOS names this workflow
+    ``kafka-unique-id-{topic}-{partition}-{group_id}-{offset}``."""
+    await _run_stages(events.decode_id(msg.key, msg.value), _State.program)
+
+
+def _consume_events(spec: EventSpec, worker_id: str, queue_name: str) -> None:
+    """Register DBOS's Kafka consumer (before launch): DBOS polls the topic in a thread, enqueues one
+    workflow per message on ``queue_name`` (our queue and its polling interval) in one transaction per
+    batch, then stores the offsets, which auto-commit flushes (dbos/_kafka.py)."""
+    config = {"bootstrap.servers": spec.bootstrap, "group.id": spec.group_id, "client.id": worker_id}
+    DBOS.kafka_consumer(config, [spec.topic], queue_name=queue_name)(durabench_event)
 
 
 @DBOS.workflow(name=BRANCH_WORKFLOW)
@@ -224,6 +241,8 @@ def serve(config: WorkerConfig) -> None:
         "executor_id": executor_id(s, config.run_id, config.worker_index),
         "run_migrations": False,  # the bootstrap migrated; launch only verifies (no advisory lock)
     }
+    if config.events is not None:
+        _consume_events(config.events, config.worker_id, str(s["queue_name"]))
     DBOS(config=dbos_config)
     DBOS.launch()  # recovers this executor id's PENDING workflows by re-enqueueing them
     DBOS.register_queue(

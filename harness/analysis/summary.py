@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import ledger, program, scenario
 from harness.analysis import checker, cost, integration, locuststats, metrics, program_checks, reexecution
+from harness.analysis import events as event_figures
 from harness.contract import EngineRecord
 from harness.results import (
     EFFECTS_FILE,
@@ -97,6 +98,9 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "completions_per_s": buckets,
         "recovery": faults,
         **({"program": program_summary(verdict)} if verdict.figures else {}),
+        **({"events": {**event_figures.figures(trs, verdict.ids["acknowledged"], prog, effects, edir,
+                                                win.load_start_ns), "source": info["events"]}}
+           if info.get("events") else {}),
         "worker_restarts": sum(1 for r in events if r["ev"] == "worker_exit"),
         "torn_ledger_records": ledger.torn_records(edir / "history"),  # partial last lines (a crash mid-write)
         "load_generator": next(r for r in events if r["ev"] == "load_start").get("generator", "pacer"),

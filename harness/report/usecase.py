@@ -142,7 +142,26 @@ USE_CASES: dict[str, UseCase] = {u.name: u for u in (
         "worker-seconds of executions that were not the one kept (harness/analysis/reexecution.py). "
         "Resume after kill: the longest delay from a kill to the next start of a job it interrupted.",
     ),
+    UseCase(
+        "exactly-once-events",
+        "Events arrive on Kafka and each must change the application database exactly once while a consumer is "
+        "killed, the broker restarts and the store restarts: how many events are applied never, once, twice, how "
+        "long from produce to effect, and how far does the consumer fall behind?",
+        (Column("events", _path("events", "events_acknowledged"), 0),
+         Column("applied 0", _path("events", "applied_0"), 0, chart=True),
+         Column("applied 1", _path("events", "applied_1"), 0),
+         Column("applied >1", _path("events", "applied_more"), 0, chart=True),
+         Column("p50 ms", _path("events", "produce_to_effect_ms", "p50"), 0),
+         Column("p99 ms", _path("events", "produce_to_effect_ms", "p99"), 0, chart=True),
+         Column("lag peak", _path("events", "lag", "peak"), 0)),
+        "Events: produces the broker acknowledged (acks=all, idempotent producer). Applied 0 / 1 / >1: the rows "
+        "the application table holds per acknowledged event (its effect has no idempotency key: only the engine "
+        "keeps it to once). p50/p99: produce acknowledgement to the effect row's commit time. Lag peak: the most "
+        "events produced and not yet committed by the consumer group, sampled every second (the chart's lower "
+        "panel, over time).",
+    ),
 )}
+TIMELINE_USE_CASES = ("exactly-once-events",)  # their chart adds the consumer lag over time
 
 
 def _fmt(value: float | None, digits: int) -> str:

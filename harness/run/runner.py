@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import dockerhost, integration, procs, program, registry, results
-from harness.contract import Engine, EngineContext, EngineRecord, unsupported_stages
+from harness.contract import Engine, EngineContext, EngineRecord, event_consumer, unsupported_stages
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
 from harness.run import (
     appdb,
     containers,
+    eventsource,
     floors,
     idle,
     image,
@@ -66,6 +67,12 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
+    if scenario.load.source == "kafka":
+        from harness.run import kafka
+
+        reason = kafka.unavailable_reason()
+        if reason:
+            raise UserError(f"load.source: kafka cannot run here: {reason}")
     procs.reap_leftovers()
     group = out if repeat == 1 else results.new_run_dir(out, f"{scenario.name}-x{repeat}")
     run_dirs = []
@@ -129,7 +136,14 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
                                        dynamic_check=True)
     engines = {name: registry.load(name) for name in scenario.engines}
     workload = scenario.workload.to_workload()
+    events = scenario.load.source == "kafka"
+    if events and scenario.deploy == "containers":
+        raise UserError("load.source: kafka runs its broker as a process: it needs deploy: processes")
     for name, engine in engines.items():
+        if events and event_consumer(engine) is None:
+            raise UserError(f"engine {name!r} does not consume events (load.source: kafka needs an adapter with an "
+                            f"event consumer: {', '.join(_event_engines()) or 'none installed'}); remove it from "
+                            "engines")
         registry.check_settings(engine, scenario.engine_settings.get(name, {}), workload, scenario.workers.count,
                                 f"engine_settings.{name}")
         for i, variant in enumerate(scenario.variants):
@@ -137,7 +151,8 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
                                     f"variants.{i}.engine_settings.{name}")
         for i, fault in enumerate(scenario.faults):
             if fault.kind in STORE_FAULTS + LINK_FAULTS and not fault.resolved_target.startswith("worker:"):
-                svc = resolve_service(fault.resolved_target, engine.services, name)
+                svc = resolve_service(fault.resolved_target, (*engine.services, *(("kafka",) if events else ())),
+                                      name)
                 if fault.kind in STORE_FAULTS and svc in scenario.services:
                     raise UserError(
                         f"faults.{i} ({fault.kind} {fault.resolved_target}) needs process control of {svc}, but "
@@ -163,6 +178,19 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
         raise UserError("deploy: containers writes worker ledgers through a bind mount; workers.ledger: shipped "
                         "needs deploy: processes")
     return engines
+
+
+def _event_engines() -> list[str]:
+    """The installed engines that consume events."""
+    out = []
+    for name in registry.names():
+        try:
+            engine = registry.load(name)
+        except Exception:  # an adapter that does not import here is not a candidate
+            continue
+        if event_consumer(engine) is not None:
+            out.append(name)
+    return out
 
 
 @dataclass
@@ -244,6 +272,8 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     if "effect" in kinds and "postgres" not in needed:  # the application database's server
         needed.append("postgres")
         info["app_db_service_added"] = True
+    if scenario.load.source == "kafka" and "kafka" not in needed:  # the event broker (harness/run/eventsource.py)
+        needed.append("kafka")
     try:
         # workers, the driver and dependent servers (temporal-server -> postgres) reach each server
         # through its fault proxy when the scenario has link faults
@@ -260,8 +290,14 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 info["services"]["app_db"] = {"url": services.redact(endpoints["app_db"]),
                                               "version": "application database",
                                               "settings": {"table": appdb.EFFECTS_TABLE}}
+            spec = None
+            if scenario.load.source == "kafka":
+                spec = eventsource.spec_for(endpoints["kafka"], run_id, name, scenario.load.partitions)
+                eventsource.create_topic(spec)
+                info["events"] = eventsource.describe(spec, svc.services["kafka"].settings)
+                info["events"]["consumer"] = event_consumer(engine)
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
-                                ledger_dir)
+                                ledger_dir, spec)
             try:
                 with _library_logs(edir / "logs" / "driver.log"):
                     engine.prepare(ctx)
@@ -404,6 +440,11 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
     try:
         await _wait_ready(view, sup, scenario.workers.ready_timeout)
         client = await engine.open_client(ctx)
+        lag = None
+        if ctx.events is not None:  # the driver produces events; the consumer group's lag is sampled
+            client = eventsource.EventClient(engine, ctx.events, client, harness_ledger)
+            lag = eventsource.LagSampler(ctx.events, ctx.work_dir)
+            lag.start()
         try:
             # the unloaded workflow floor: chains of work only (a program's waits need the driver's signals)
             if scenario.floors.enabled and scenario.floors.workflow_duration > 0 and ctx.workload.kinds() == {"work"}:
@@ -461,6 +502,8 @@ async def _drive_with(engine: Engine, ctx: EngineContext, scenario: Scenario, sa
             if sampler is not None:  # let PostgreSQL flush its statistics before the last sample
                 await asyncio.sleep(max(0.0, resources.STATS_FLUSH_S - (time.monotonic() - drained_at)))
         finally:
+            if lag is not None:
+                await asyncio.to_thread(lag.stop)
             await client.close()
     finally:
         follow.cancel()

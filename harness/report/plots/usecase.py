@@ -10,6 +10,7 @@ from harness.analysis import runs as runs_mod
 from harness.analysis.runs import Run
 from harness.report import usecase as uc
 from harness.report.plots.common import RunsArg, as_runs, color, new_figure, no_data
+from harness.report.plots.eventlag import lag_panel
 
 
 def usecase_of(runs: RunsArg) -> str | None:
@@ -50,6 +51,18 @@ def build(rs: list[Run]) -> Figure | None:
     if name is None:
         return None
     headers = [c.header for c in uc.USE_CASES[name].columns if c.chart]
+    if name in uc.TIMELINE_USE_CASES:  # the bars, then the consumer lag over time below them
+        fig, axes = new_figure(rs, f"Use case: {name}", rows=2, cols=len(headers), panel_h=3.0)
+        for ax in axes[len(headers) + 1:]:
+            ax.remove()
+        for ax, header in zip(axes, headers, strict=False):
+            use_case_panel(ax, rs, header)
+        wide = axes[len(headers)]
+        spec = wide.get_subplotspec()
+        assert spec is not None  # made by new_figure's grid
+        wide.set_subplotspec(spec.get_gridspec()[1, :])
+        lag_panel(wide, rs)
+        return fig
     fig, axes = new_figure(rs, f"Use case: {name}", cols=len(headers), panel_h=3.4)
     for ax, header in zip(axes, headers, strict=True):
         use_case_panel(ax, rs, header)
