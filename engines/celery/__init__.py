@@ -191,6 +191,12 @@ class CeleryEngine:
         **dict.fromkeys(("work", "call", "parallel", "sleep", "effect")),
         "wait_signal": "Celery has no signal mechanism: a chain cannot wait for an external event",
     }
+    # load.source: kafka (README "Events"): a consumer thread in every worker's main process
+    event_consumer: ClassVar[str] = (
+        "a confluent-kafka consumer thread in every worker's main process (one consumer group, auto-commit off) "
+        "publishes one chain per event, then commits the batch's offsets; Celery does not deduplicate task ids, "
+        "so an event redelivered after a crash before the commit runs again"
+    )
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -228,7 +234,7 @@ class CeleryEngine:
 
     def versions(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for package in ("celery", "kombu", "redis", "billiard"):
+        for package in ("celery", "kombu", "redis", "billiard", "confluent-kafka"):
             try:
                 out[package] = metadata.version(package)
             except metadata.PackageNotFoundError:

