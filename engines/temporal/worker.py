@@ -34,6 +34,7 @@ from harness.program import CallFailed, next_retry_delay_s
 from harness.workload import StepRunner, set_workflow_recorder
 
 log = logging.getLogger("durabench.temporal.worker")
+START_TIMEOUT_S = 20.0  # a batch of event starts not acknowledged by then is started again (consume_events)
 
 
 def call_error(exc: CallFailed, retry: dict[str, Any], attempt: int) -> ApplicationError:
@@ -161,7 +162,14 @@ def consume_events(client: Client, config: WorkerConfig, loop: asyncio.AbstractE
         await asyncio.gather(*(starter.submit(wf) for wf in ids))
 
     def start(ids: list[str]) -> None:
-        asyncio.run_coroutine_threadsafe(start_all(ids), loop).result()
+        # The SDK retries a start against an unreachable server without a deadline of its own (no rpc_timeout):
+        # give up on the batch after START_TIMEOUT_S and let the consumer start it again.
+        future = asyncio.run_coroutine_threadsafe(start_all(ids), loop)
+        try:
+            future.result(START_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     thread = threading.Thread(target=events.consume, args=(spec, config.worker_id, start, stop),
                               kwargs={"on_error": log.warning}, name="kafka-consumer", daemon=True)
