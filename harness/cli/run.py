@@ -15,7 +15,7 @@ from typing import Any
 from harness import registry, results, scenario, temporalbuild
 from harness.analysis import gates, runs
 from harness.analysis import summary as analysis_summary
-from harness.contract import stage_support, unsupported_stages
+from harness.contract import event_consumer, stage_support, unsupported_stages
 from harness.errors import UserError
 from harness.report import html as htmlreport
 from harness.report import junit
@@ -178,6 +178,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             reason = unsupported_stages(engine, workload)
             if reason:
                 print(f"  {name} will be skipped: {reason}")
+            elif sc.load.source == "kafka":
+                print(f"  {name} events: {event_consumer(engine)}")
     return 0
 
 
