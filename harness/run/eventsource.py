@@ -6,7 +6,8 @@ workflows, and the consumer group's lag is sampled every second.
   one event (harness/events.py's format) with an idempotent producer (``acks=all``,
   ``enable.idempotence=true``) and returns once the broker acknowledged it; a delivery error raises
   (the driver records the outcome: a produce that failed for sure is ``fail``, a time-out ``unknown``).
-  Where each event landed (partition, offset) is written to the driver's ledger (``event_produced``).
+  Where each event landed (partition, offset) is written to the driver's ledger (``event_produced``) when
+  the broker acknowledges it, also after the driver stopped waiting for it.
   ``lookup`` asks the engine about the workflow it runs for each event
   (harness.contract.event_workflow_id) and answers per event id.
 - :class:`LagSampler`: every ``LAG_INTERVAL_S``, the group's committed offset and the high watermark of
@@ -112,24 +113,28 @@ class EventClient:
 
     async def submit(self, workflow_id: str) -> None:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[int, int]] = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
 
-        def report(err: Any, msg: Any) -> None:
+        def report(err: Any, msg: Any) -> None:  # on the poll thread
+            if err is None:  # recorded even when the driver stopped waiting (its ack is then `unknown`)
+                self.refs[workflow_id] = EventRef(workflow_id, self.spec.topic, msg.partition(), msg.offset(),
+                                                  self.spec.group_id)
+                self.ledger.write("event_produced", wf=workflow_id, topic=self.spec.topic,
+                                  partition=msg.partition(), offset=msg.offset())
+
             def settle() -> None:
-                if done.done():
+                if done.done():  # the driver's submit_timeout cancelled the wait
                     return
-                if err is not None:
+                if err is None:
+                    done.set_result(None)
+                else:
                     done.set_exception(SubmitRejected(f"kafka: {err}") if not err.retriable()
                                        else RuntimeError(f"kafka: {err}"))
-                else:
-                    done.set_result((msg.partition(), msg.offset()))
             loop.call_soon_threadsafe(settle)
 
         key, value = events.encode(workflow_id, time.time_ns())
         self._producer.produce(self.spec.topic, key=key, value=value, on_delivery=report)
-        partition, offset = await done
-        self.refs[workflow_id] = EventRef(workflow_id, self.spec.topic, partition, offset, self.spec.group_id)
-        self.ledger.write("event_produced", wf=workflow_id, topic=self.spec.topic, partition=partition, offset=offset)
+        await done
 
     async def lookup(self, workflow_ids: list[str]) -> dict[str, EngineRecord]:
         """Per event id: what the engine says of the workflow it runs for the event (``not_found`` for an
