@@ -115,6 +115,12 @@ def event_consumer(engine: Any) -> str | None:
     return str(found) if found else None
 
 
+def event_consumer_settings(engine: Any) -> dict[str, Any]:
+    """The consumer settings an engine's workers use (its optional ``event_consumer_settings`` class
+    attribute), recorded in the manifest."""
+    return dict(getattr(engine, "event_consumer_settings", {}) or {})
+
+
 def event_workflow_id(engine: Any, ref: EventRef) -> str:
     """The id of the workflow the engine runs for event ``ref``: the engine's optional
     ``event_workflow_id(ref)`` method, else the event id itself (an engine that starts one workflow per

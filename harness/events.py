@@ -23,6 +23,12 @@ from typing import Any
 from harness.contract import EventSpec
 
 POLL_S = 0.2  # the consumer's poll timeout (returns as soon as messages arrive)
+# what the manifest records of this loop's consumer (besides bootstrap, group and client id)
+CONSUMER_SETTINGS: dict[str, object] = {
+    "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    "commit": "synchronous, after every start of the batch was acknowledged",
+    "session.timeout.ms": "librdkafka default (45000)", "group.protocol": "librdkafka default (classic)",
+}
 BATCH = 100  # messages per poll
 RETRY_S = 0.5  # pause before starting a batch again after a failed start
 
@@ -46,7 +52,8 @@ def consumer_config(spec: EventSpec, client_id: str, **extra: Any) -> dict[str, 
     has none (an event produced before the consumer joined is still processed), offsets committed by
     the caller (auto-commit off)."""
     return {"bootstrap.servers": spec.bootstrap, "group.id": spec.group_id, "client.id": client_id,
-            "auto.offset.reset": "earliest", "enable.auto.commit": False, **extra}
+            "auto.offset.reset": CONSUMER_SETTINGS["auto.offset.reset"],
+            "enable.auto.commit": CONSUMER_SETTINGS["enable.auto.commit"], **extra}
 
 
 def consume(spec: EventSpec, client_id: str, start: Callable[[list[str]], None], stop: threading.Event,

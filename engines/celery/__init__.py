@@ -18,6 +18,7 @@ from datetime import datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness import events
 from harness.contract import EngineContext, EngineRecord, Workload
 from harness.errors import SubmitRejected
 
@@ -192,6 +193,7 @@ class CeleryEngine:
         "wait_signal": "Celery has no signal mechanism: a chain cannot wait for an external event",
     }
     # load.source: kafka (README "Events"): a consumer thread in every worker's main process
+    event_consumer_settings: ClassVar[dict[str, object]] = events.CONSUMER_SETTINGS
     event_consumer: ClassVar[str] = (
         "a confluent-kafka consumer thread in every worker's main process (one consumer group, auto-commit off) "
         "publishes one chain per event, then commits the batch's offsets; Celery does not deduplicate task ids, "

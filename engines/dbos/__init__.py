@@ -61,6 +61,15 @@ class DbosEngine:
         "{group_id}-{offset}"
     )
 
+    # read in dbos/_kafka.py (3.4.0): DBOS forces the offset store off and auto-commit on
+    event_consumer_settings: ClassVar[dict[str, Any]] = {
+        "auto.offset.reset": "earliest", "enable.auto.offset.store": False, "enable.auto.commit": True,
+        "auto.commit.interval.ms": "librdkafka default (5000)", "batch_size": 250,
+        "commit": "offsets stored after the batch's workflows are enqueued in one transaction; auto-commit flushes",
+        "session.timeout.ms": "librdkafka default (45000)", "group.protocol": "librdkafka default (classic)",
+        "queue": "the run's queue (queue_name)",
+    }
+
     def event_workflow_id(self, ref: EventRef) -> str:
         """The workflow DBOS's Kafka consumer starts for an event (dbos/_kafka.py ``_build_status``)."""
         return f"kafka-unique-id-{ref.topic}-{ref.partition}-{ref.group_id}-{ref.offset}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from engines import temporal_common
 from engines.temporal_common import PLUMBING_SETTINGS, TemporalClient, plan_fields, workflow_settings
+from harness import events
 from harness.contract import STAGE_KINDS, EngineContext, Workload
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class TemporalEngine:
     # signals + wait_condition, asyncio.gather of branches.
     stages: ClassVar[Mapping[str, str | None]] = dict.fromkeys(STAGE_KINDS)
     # load.source: kafka (README "Events"): a consumer in every worker process
+    event_consumer_settings: ClassVar[dict[str, object]] = events.CONSUMER_SETTINGS
     event_consumer: ClassVar[str] = (
         "a confluent-kafka consumer in every worker process (one consumer group, auto-commit off) starts one "
         "workflow per event with the event id as workflow id, then commits the batch's offsets; a redelivered "

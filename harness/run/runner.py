@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import dockerhost, integration, procs, program, registry, results
-from harness.contract import Engine, EngineContext, EngineRecord, event_consumer, unsupported_stages
+from harness.contract import (
+    Engine,
+    EngineContext,
+    EngineRecord,
+    event_consumer,
+    event_consumer_settings,
+    unsupported_stages,
+)
 from harness.errors import DurabenchError, RunInterrupted, ServiceError, UserError
 from harness.ledger import Follower, Ledger
 from harness.run import (
@@ -296,6 +303,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 eventsource.create_topic(spec)
                 info["events"] = eventsource.describe(spec, svc.services["kafka"].settings)
                 info["events"]["consumer"] = event_consumer(engine)
+                info["events"]["consumer_settings"] = event_consumer_settings(engine)
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,
                                 ledger_dir, spec)
             try:
