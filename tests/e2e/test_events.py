@@ -68,6 +68,12 @@ def test_a_consumer_kill_keeps_the_counts_equal_to_the_table(engine: str, tmp_pa
     assert cells["applied >1"] == str(counts["more"]) and cells["lag peak"] != "-"
     if engine == "dbos":  # the effect commits with DBOS's checkpoint: exactly once, whatever the kill hit
         assert counts["more"] == 0 and counts["0"] == 0 and e["verdict"] == "correct"
+        from harness import results
+        from harness.report import html
+
+        report = html.write_run(run_dir, results.load_manifest(run_dir), summary).read_text()
+        assert "## Use case" in report and f"| {engine} | {acked} |" in report
+        assert (run_dir / "charts" / "use-case.png").stat().st_size > 10_000  # bars and the lag over time
 
 
 def _acknowledged(run_dir: Path, engine: str) -> list[str]:
