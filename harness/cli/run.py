@@ -137,6 +137,8 @@ def cmd_engines(args: argparse.Namespace) -> int:
     if server_note:
         print(f"\ntemporal-server: {server_note}")
     print(_kafka_line())
+    consumers = [name for name in registry.names() if event_consumer(registry.load(name))]
+    print(f"event consumers (load.source: kafka): {', '.join(consumers) or 'none'}")
     lines = []
     for name in registry.names():
         by_reason: dict[str, list[str]] = {}

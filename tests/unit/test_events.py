@@ -117,3 +117,12 @@ def test_the_answer_table_reads_the_event_figures(tmp_path: Path) -> None:
                      "p50 ms": "100", "p99 ms": "200", "lag peak": "12"}
     assert failed[1] == "ERROR"
     assert "exactly-once-events" in scenario.USE_CASES
+
+
+def test_engines_lists_the_event_consumers(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["engines"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("event consumers")]
+    named = line.split(": ", 1)[1].split(", ")
+    assert {"dbos", "temporal", "celery"} <= set(named) and "memory" not in named
