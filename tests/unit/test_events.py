@@ -124,5 +124,5 @@ def test_engines_lists_the_event_consumers(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["engines"]) == 0
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("event consumers")]
-    named = line.split(": ", 1)[1].split(", ")
+    named = line.split("kafka): ", 1)[1].split(", ")
     assert {"dbos", "temporal", "celery"} <= set(named) and "memory" not in named
