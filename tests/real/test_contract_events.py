@@ -6,6 +6,7 @@ lookup per event id."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +29,10 @@ pytestmark = [pytest.mark.real,
 
 
 # dbos and temporal run the same path end to end, under a worker kill, in tests/e2e/test_events.py
-@pytest.mark.parametrize("name", ["celery"])
+ENGINES = os.environ.get("DURABENCH_EVENT_ENGINES", "celery").split(",")
+
+
+@pytest.mark.parametrize("name", ENGINES)
 def test_adapter_consumes_events_and_applies_each_effect_once(name: str, tmp_path: Path) -> None:
     engine = registry.load(name)
     assert event_consumer(engine), f"{name} declares no event consumer"
