@@ -91,7 +91,9 @@ class ChartSpec:
 CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("use-case", "Use case",
               "The figures that answer the use-case scenario's question (the answer table above), one panel each, "
-              "a bar per engine (median of the runs, whiskers min-max); drawn only for a scenario with a usecase key.",
+              "a bar per engine (median of the runs, whiskers min-max); for exactly-once-events, below them, the "
+              "Kafka consumer group's lag over time (a gap where the broker did not answer), faults shaded; drawn "
+              "only for a scenario with a usecase key.",
               usecase.build),
     ChartSpec("throughput", "Throughput over time",
               "Completed workflows per second (by durable completion time) for each engine, with the offered rate "
