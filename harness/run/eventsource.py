@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -55,14 +56,16 @@ def create_topic(spec: EventSpec) -> None:
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": spec.bootstrap})
+    # librdkafka writes its log lines to stderr unless told otherwise: silenced here (a failure raises)
+    admin = AdminClient({"bootstrap.servers": spec.bootstrap, "log_level": 0})
     futures = admin.create_topics([NewTopic(spec.topic, num_partitions=spec.partitions, replication_factor=1)],
                                   operation_timeout=TOPIC_TIMEOUT_S)
     try:
         futures[spec.topic].result(TOPIC_TIMEOUT_S)
     except Exception as exc:
         raise ServiceError(f"creating Kafka topic {spec.topic} failed: {exc}") from exc
-    probe = Consumer({"bootstrap.servers": spec.bootstrap, "group.id": spec.group_id, "enable.auto.commit": False})
+    probe = Consumer({"bootstrap.servers": spec.bootstrap, "group.id": spec.group_id, "enable.auto.commit": False,
+                      "log_level": 0})
     deadline = time.monotonic() + TOPIC_TIMEOUT_S
     try:
         for p in range(spec.partitions):
@@ -101,8 +104,10 @@ class EventClient:
         self.inner = inner
         self.ledger = ledger
         self.refs: dict[str, EventRef] = {}
+        # the producer's log lines (retries while the broker restarts) go to the engine's logs/driver.log
+        # through Python logging (runner._library_logs), never to the terminal
         self._producer = Producer({"bootstrap.servers": spec.bootstrap, **PRODUCER_SETTINGS,
-                                   "client.id": "durabench-driver"})
+                                   "client.id": "durabench-driver", "logger": logging.getLogger("librdkafka")})
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()
