@@ -38,7 +38,7 @@ def use_case_panel(ax: Axes, runs: RunsArg, header: str) -> Axes:
         ax.bar(i, mid, width=0.6, color=color(engine))
         if hi > lo:
             ax.errorbar(i, mid, yerr=[[mid - lo], [hi - mid]], fmt="none", ecolor="black", lw=1, capsize=3)
-        ax.text(i, hi, f"{mid:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, hi, f"{mid:,.0f}" if abs(mid) >= 1000 else f"{mid:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(engines)), engines, rotation=20, fontsize=8)
     ax.set_title(header, fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
