@@ -7,7 +7,7 @@
                            [--quiet] [--repeat N] [--fail-on violations,slo] [--junit FILE]
     durabench engines [--cost [--scenario FILE] [--idle 2s]]
     durabench check SCENARIO...
-    durabench analyze RUN_DIR [--fail-on violations,slo] [--junit FILE]
+    durabench analyze RUN_DIR|SUITE_DIR [--fail-on violations,slo] [--junit FILE]
     durabench report RUN_DIR... [--out DIR]
     durabench compare RUN_DIR RUN_DIR... [--force] [--fail-on-regression]
     durabench ls [DIR]
@@ -35,7 +35,7 @@ import sys
 from types import FrameType
 
 from harness.cli import containers, run, saturate, suite
-from harness.cli.run import cmd_analyze, cmd_check, cmd_engines, cmd_run
+from harness.cli.run import cmd_check, cmd_engines, cmd_run
 from harness.errors import RunInterrupted, UserError
 from harness.report import compare
 from harness.report import html as htmlreport
@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("analyze", help="rebuild summary and report of a run from its files; re-judge its gates",
                        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="a run directory, or a directory of repeated runs (run --repeat N)")
+    p.add_argument("run_dir", help="a run directory, a directory of repeated runs (run --repeat N), or a suite "
+                   "directory (durabench suite): every run in it, then its index")
     _gate_flags(p)
-    p.set_defaults(func=cmd_analyze)
+    p.set_defaults(func=suite.cmd_analyze)  # a suite directory there, any other in run.cmd_analyze
     htmlreport.register(sub)
     front.register(sub)
     locustload.register(sub)

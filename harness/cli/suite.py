@@ -6,7 +6,10 @@ nothing started). A scenario that then fails (an engine that fails to run, an en
 here, a server that does not start) is recorded and the suite goes on with the next one; the exit
 code says the worst outcome (README, "Exit codes"): 3 when a scenario failed, else 1 when a gate of
 ``--fail-on`` failed, else 0. The index (harness/report/suite.py) is rewritten after every
-scenario, so an interrupted suite still links what it ran.
+scenario, so an interrupted suite still links what it ran, and so is ``suite.json`` (the entries).
+
+``durabench analyze SUITE_DIR`` (:func:`analyze_suite`) re-analyzes every run directory of a suite, as
+``analyze RUN_DIR`` does, and rewrites the index; gates and exit code as for the suite.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from harness import results, scenario
 from harness.analysis import gates
 from harness.errors import UserError
 from harness.report import suite as index
-from harness.scenario import Scenario
+from harness.scenario import Scenario, SloSpec
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -97,7 +100,13 @@ def run_entry(sc: Scenario, entry: index.SuiteEntry, suite_dir: Path, fail_on: l
     entry.elapsed_s = time.monotonic() - started
     entry.run_dir = run_dir
     entry.summary = results.load_summary(run_dir)
-    judged = gates.evaluate([entry.summary], sc.slo, fail_on)
+    return judge_entry(entry, sc.slo, fail_on)[0]
+
+
+def judge_entry(entry: index.SuiteEntry, slo: SloSpec, fail_on: list[str]) -> tuple[int, list[gates.GateResult]]:
+    """Status, message and exit code of an entry whose run has a summary, from its gates (as after a run)."""
+    assert entry.summary is not None
+    judged = gates.evaluate([entry.summary], slo, fail_on)
     code = gates.exit_code(judged)
     bad = [r for r in judged if r.failed]
     if code == gates.EXIT_ENGINE_FAILED:
@@ -105,9 +114,8 @@ def run_entry(sc: Scenario, entry: index.SuiteEntry, suite_dir: Path, fail_on: l
         entry.message = "engines that failed to run: " + ", ".join(r.engine for r in bad if r.gate == "ran")
     else:
         entry.status = index.OK
-        if bad:
-            entry.message = "gates failed: " + "; ".join(_one_line(f"{r.engine} {r.gate}") for r in bad)
-    return code
+        entry.message = "gates failed: " + "; ".join(_one_line(f"{r.engine} {r.gate}") for r in bad) if bad else ""
+    return code, judged
 
 
 def worst(codes: list[int]) -> int:
@@ -142,11 +150,92 @@ def cmd_suite(args: argparse.Namespace) -> int:
             codes.append(run_entry(sc, entry, suite_dir, fail_on, progress=not args.quiet))
             outcome = f"{entry.status}{': ' + entry.message if entry.message else ''}"
             say(f"[suite {i}/{len(loaded)}] {sc.name}: {outcome} ({(entry.elapsed_s or 0) / 60:.1f} min)")
-            index.write_index(suite_dir, title, entries, started_at)
+            index.write_index(suite_dir, title, entries, started_at, label)
     finally:
-        md_path, html_path = index.write_index(suite_dir, title, entries, started_at)
+        md_path, html_path = index.write_index(suite_dir, title, entries, started_at, label)
     _print_summary(entries)
     print(f"\nsuite:  {suite_dir}\nindex:  {html_path}\n        {md_path}")
+    failed = [e.name for e in entries if e.failed]
+    if failed:
+        print(f"scenarios that failed: {', '.join(failed)} (see {md_path})", file=sys.stderr)
+    return worst(codes)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``durabench analyze DIR``: a suite directory here (:func:`analyze_suite`), any other in
+    :func:`harness.cli.run.cmd_analyze`."""
+    from harness.cli.run import cmd_analyze as analyze_runs
+    from harness.report import junit
+
+    target = Path(args.run_dir)
+    if not index.is_suite_dir(target):
+        return analyze_runs(args)
+    fail_on = gates.parse_fail_on(args.fail_on)
+    if args.junit:
+        junit.check_path(Path(args.junit))
+    return analyze_suite(target, fail_on, args.junit)
+
+
+def analyze_suite(suite_dir: Path, fail_on: list[str], junit_path: str | None) -> int:
+    """``durabench analyze SUITE_DIR``: every run directory re-analyzed (summary and report), then the index
+    and ``suite.json`` rewritten. Everything is read and checked first: bad input changes nothing."""
+    from harness.cli.run import _analyze_and_report
+    from harness.report import junit
+
+    if (suite_dir / index.SUITE_JSON).is_file():
+        suite = index.load(suite_dir)
+        known = {e.run_dir.name for e in suite.entries if e.run_dir is not None}
+        moved_in = [index.entry_from_run(d) for d in index.run_dirs_in(suite_dir) if d.name not in known]
+    else:
+        suite = index.rebuild(suite_dir)
+        moved_in = []
+    entries = suite.entries + moved_in
+    slos: dict[int, SloSpec] = {}
+    for i, e in enumerate(entries):
+        if e.run_dir is not None and e.run_dir.is_dir():
+            slos[i] = gates.slo_of(results.load_manifest(e.run_dir)["scenario"])
+            gates.require_slo(slos[i], fail_on, f"the scenario of {e.run_dir}")
+    if not slos:
+        raise UserError(f"{suite_dir}: a suite directory with no run directories to analyze")
+    codes: list[int] = []
+    judged_all: list[gates.GateResult] = []
+    n = len(entries)
+    print(f"[analyze] suite {suite_dir}: {len(slos)} run directories of {n} scenarios"
+          + (f", {len(moved_in)} not in {index.SUITE_JSON} (moved in)" if moved_in else ""), file=sys.stderr,
+          flush=True)
+    for i, e in enumerate(entries):
+        where = f"[analyze {i + 1}/{n}] {e.name}"
+        if i not in slos:
+            gone = f"; run directory {e.run_dir.name} missing" if e.run_dir is not None else ""
+            if e.run_dir is not None:
+                e.run_dir = None
+            print(f"{where}: no run directory to analyze, kept as recorded ({e.status}){gone}", file=sys.stderr,
+                  flush=True)
+            if e.failed:
+                codes.append(gates.EXIT_ENGINE_FAILED)
+            continue
+        assert e.run_dir is not None
+        note = f" (moved in: not in {index.SUITE_JSON}, added)" if i >= len(suite.entries) else ""
+        print(f"{where}: {e.run_dir.name}{note}", file=sys.stderr, flush=True)
+        try:
+            e.summary = _analyze_and_report(e.run_dir, [e.run_dir])[0]
+        except UserError as exc:  # one broken run: recorded, the others are still re-analyzed
+            e.summary, e.status, e.message = None, index.FAILED, _one_line(f"analyze: {exc}")
+            codes.append(gates.EXIT_ENGINE_FAILED)
+        else:
+            code, judged = judge_entry(e, slos[i], fail_on)
+            codes.append(code)
+            judged_all += judged
+        print(f"{where}: {e.status}{': ' + e.message if e.message else ''}", file=sys.stderr, flush=True)
+    md_path, html_path = index.write_index(suite_dir, suite.title, entries, suite.started_at, suite.name)
+    _print_summary(entries)
+    print(f"\nsuite:  {suite_dir}\nindex:  {html_path}\n        {md_path}")
+    if fail_on:
+        print(f"\ngates (--fail-on {','.join(fail_on)}):")
+        print("\n".join(gates.lines(judged_all)))
+    if junit_path:
+        junit.write(Path(junit_path), judged_all, suite.name, results.now_iso())
+        print(f"junit:   {junit_path}")
     failed = [e.name for e in entries if e.failed]
     if failed:
         print(f"scenarios that failed: {', '.join(failed)} (see {md_path})", file=sys.stderr)
