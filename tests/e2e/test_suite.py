@@ -4,6 +4,7 @@ report and gathers the answer tables. Bad inputs are refused before anything run
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,25 @@ def test_suite_keeps_going_past_a_failed_scenario(tmp_path: Path) -> None:
     completed = int(row.split("|")[10])
     assert completed > 0
     assert "<table>" in index_html and "b-works" in index_html
+    # suite.json: the entries, for `durabench analyze SUITE_DIR`
+    data = json.loads((suite_dir / "suite.json").read_text())
+    assert data["name"] == "scenarios" and data["title"] == "durabench suite: scenarios"
+    assert [(e["name"], e["path"], e["status"], e["run_dir"]) for e in data["entries"]] == [
+        ("a-fails", str(scenarios / "a-fails.yaml"), "failed", runs[0].name),
+        ("b-works", str(scenarios / "b-works.yaml"), "ok", runs[1].name)]
+    assert all(e["elapsed_s"] > 0 for e in data["entries"])
+    # durabench analyze SUITE_DIR: every run re-analyzed, the index rewritten, the suite's exit code
+    (ok_run / "summary.json").unlink()
+    (suite_dir / "index.md").unlink()
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", str(suite_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == gates.EXIT_ENGINE_FAILED, proc.stdout + proc.stderr[-3000:]
+    assert f"[analyze 1/2] a-fails: {runs[0].name}" in proc.stderr and f"[analyze 2/2] b-works: {ok_run.name}" in (
+        proc.stderr)
+    assert (ok_run / "summary.json").is_file()
+    again = (suite_dir / "index.md").read_text()
+    assert "2 of 2 scenarios run, 1 failed" in again and str(scenarios / "b-works.yaml") in again
+    assert again.split("### b-works", 1)[1] == answers  # the same files analyze to the same answer table
 
 
 def test_suite_refuses_bad_inputs_before_running_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
