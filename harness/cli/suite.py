@@ -15,6 +15,7 @@ scenario, so an interrupted suite still links what it ran, and so is ``suite.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import traceback
@@ -191,10 +192,14 @@ def analyze_suite(suite_dir: Path, fail_on: list[str], junit_path: str | None) -
         moved_in = []
     entries = suite.entries + moved_in
     slos: dict[int, SloSpec] = {}
+    interrupted: dict[int, str] = {}  # the engine a run was interrupted in (Ctrl-C during the suite)
     for i, e in enumerate(entries):
         if e.run_dir is not None and e.run_dir.is_dir():
-            slos[i] = gates.slo_of(results.load_manifest(e.run_dir)["scenario"])
+            manifest = results.load_manifest(e.run_dir)
+            slos[i] = gates.slo_of(manifest["scenario"])
             gates.require_slo(slos[i], fail_on, f"the scenario of {e.run_dir}")
+            if isinstance(manifest.get("interrupted"), dict):
+                interrupted[i] = str(manifest["interrupted"].get("engine"))
     if not slos:
         raise UserError(f"{suite_dir}: a suite directory with no run directories to analyze")
     codes: list[int] = []
@@ -206,11 +211,11 @@ def analyze_suite(suite_dir: Path, fail_on: list[str], junit_path: str | None) -
     for i, e in enumerate(entries):
         where = f"[analyze {i + 1}/{n}] {e.name}"
         if i not in slos:
-            gone = f"; run directory {e.run_dir.name} missing" if e.run_dir is not None else ""
-            if e.run_dir is not None:
-                e.run_dir = None
-            print(f"{where}: no run directory to analyze, kept as recorded ({e.status}){gone}", file=sys.stderr,
-                  flush=True)
+            if e.run_dir is not None:  # named in suite.json, since deleted or moved out
+                e.message = "; ".join(m for m in (e.message, f"run directory {e.run_dir.name} missing") if m)
+                e.run_dir, e.summary = None, None
+            print(f"{where}: no run directory to analyze, kept as recorded ({e.status}"
+                  f"{': ' + e.message if e.message else ''})", file=sys.stderr, flush=True)
             if e.failed:
                 codes.append(gates.EXIT_ENGINE_FAILED)
             continue
@@ -225,7 +230,10 @@ def analyze_suite(suite_dir: Path, fail_on: list[str], junit_path: str | None) -
         else:
             code, judged = judge_entry(e, slos[i], fail_on)
             codes.append(code)
-            judged_all += judged
+            judged_all += [dataclasses.replace(r, engine=f"{e.name}.{r.engine}") for r in judged]
+            if i in interrupted and not e.failed:  # its partial results, as the suite left them
+                e.status = index.INTERRUPTED
+                e.message = "; ".join(m for m in (f"interrupted while {interrupted[i]} ran", e.message) if m)
         print(f"{where}: {e.status}{': ' + e.message if e.message else ''}", file=sys.stderr, flush=True)
     md_path, html_path = index.write_index(suite_dir, suite.title, entries, suite.started_at, suite.name)
     _print_summary(entries)

@@ -148,3 +148,24 @@ def test_a_broken_run_manifest_changes_nothing(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert err.startswith("durabench: error: ") and "manifest.json: corrupt or truncated JSON" in err
     assert {p: p.read_bytes() for p in suite_dir.rglob("*") if p.is_file()} == files
+
+
+def test_gates_junit_interrupted_and_missing_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite_dir = _suite(tmp_path)
+    manifest = json.loads((suite_dir / ONE / "manifest.json").read_text())
+    manifest["interrupted"] = {"engine": "beta", "at": "2026-01-01T00:00:09+00:00"}  # Ctrl-C during the suite
+    results.write_json(suite_dir / ONE / "manifest.json", manifest)
+    (suite_dir / TWO).rename(tmp_path / TWO)  # moved out of the suite by hand
+    junit_xml = tmp_path / "junit.xml"
+    assert main(["analyze", str(suite_dir), "--fail-on", "violations", "--junit", str(junit_xml)]) == (
+        gates.EXIT_GATE_FAILED)
+    err = capsys.readouterr().err
+    assert f"[analyze 2/3] two: no run directory to analyze, kept as recorded (ok: run directory {TWO} missing)" in (
+        err)
+    md = (suite_dir / index.INDEX_MD).read_text()
+    assert "| one | x/one.yaml | interrupted: interrupted while beta ran; gates failed: alpha violations" in md
+    assert f"run directory {TWO} missing" in md
+    assert "1 of 3 scenarios run, 0 failed" in md  # an interrupted run is not counted as run
+    xml = junit_xml.read_text()
+    assert 'classname="durabench.x.one.alpha" name="violations"' in xml  # scenario and engine per test case
+    assert "durabench.x.two." not in xml
