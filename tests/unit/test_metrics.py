@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from harness.analysis import metrics
 from harness.analysis.checker import check, traces
 from harness.contract import EngineRecord
@@ -208,3 +210,46 @@ def test_a_workflow_dequeued_by_a_killed_worker_before_its_first_step_is_attribu
     # without the engine's record of the dequeue, the ledger alone cannot tell
     assert metrics.recovery(fault, end, traces(events), {}, 2, metrics.window(events))["affected"] == 0
 
+
+
+def test_long_workflows_of_varied_length_filling_up_are_not_a_backlog() -> None:
+    # 1/s of workflows taking 22-31 s (a business process: waits of varied length), no backlog. In-flight
+    # work fills up until the longest of them has ended, not just the median: measured from the longest
+    # first-quarter latency, and not judged at all when less than a quarter of the window remains.
+    for duration_ms, judged in ((40_000, False), (120_000, True)):
+        h = History(warmup_ms=0, duration_ms=duration_ms, rate=1)
+        for i in range(duration_ms // 1000):
+            at, latency = i * 1000, 22_000 + (i * 7 % 10) * 1000
+            h.submit(f"w{i}", at)
+            h.step(f"w{i}", 0, at + 10, at + 20)
+            h.step(f"w{i}", 1, at + latency - 10, at + latency)
+        events = h.sorted()
+        b = metrics.throughput(traces(events), {}, 2, events, metrics.window(events))["backlog"]
+        assert b["in_flight_judged"] is judged and b["in_flight_measured_from_s"] >= 30.9
+        assert not b["in_flight_grew"] and not b["latency_rose"]
+
+
+def test_workflows_held_up_by_a_fault_are_not_evidence_of_a_backlog() -> None:
+    # 10/s of 100 ms workflows; the store is down from 15 s to 19 s of a 20 s window: everything sent
+    # meanwhile waits for it (latency up to 4 s), which is recovery (the recovery figures measure it),
+    # not an engine that cannot keep up. The same history without the fault records reads as a backlog.
+    def history(with_fault: bool) -> list[dict[str, Any]]:
+        h = History(warmup_ms=0, duration_ms=20_000, rate=10)
+        for i in range(200):
+            at = i * 100
+            done = max(at + 100, 19_100) if 15_000 <= at < 19_000 else at + 100
+            h.submit(f"w{i}", at)
+            h.step(f"w{i}", 0, done - 20, done - 15)
+            h.step(f"w{i}", 1, done - 10, done)
+        if with_fault:
+            h.add("fault_start", 15_000, fault_id="f0", kind="restart-store")
+            h.add("fault_end", 19_000, fault_id="f0")
+        return h.sorted()
+
+    for with_fault in (False, True):
+        events = history(with_fault)
+        tp = metrics.throughput(traces(events), {}, 2, events, metrics.window(events))
+        assert tp["backlog"]["latency_rose"] is not with_fault
+        assert tp["engine_fell_behind"] is not with_fault
+    # sent from 15.0 s to 19.0 s (41), and the one sent at 14.9 s that ended at 15.0 s
+    assert tp["backlog"]["excluded_caught_by_faults"] == 42
