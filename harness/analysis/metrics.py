@@ -29,6 +29,9 @@ summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates
   rose over it (the p50 end-to-end latency of the last quarter of the window is more than twice
   that of the first quarter and higher by more than 5% of the window's length). Workflows that never
   completed (lost, refused, unknown) are no evidence of a backlog: they are reported as losses.
+  Neither are workflows a fault caught in flight (they wait on recovery). With faults in the window
+  the growth may still be recovery (a consumer group rebalancing, a queue draining after a restart):
+  ``engine_fell_behind`` is then false and the report says the evidence cannot tell the two apart.
   ``backlog`` holds the evidence.
 - **recovery**, per fault: affected workflows are those not complete at the fault whose latest
   step record before it came from a targeted worker (worker faults), or every workflow submitted
@@ -66,6 +69,8 @@ HIST_DIGITS = 3
 PACER_LATE_S = 0.1  # the driver fell behind when p99 of its send lateness exceeds this
 DIP_HORIZON_S = 5  # a throughput dip counts when it starts within this many seconds of the fault
 BACKLOG_GROWTH = 0.1  # in-flight work growing by more than this share of the window's submissions
+BACKLOG_MIN_SAMPLE = 10  # sends after the fill-up below which in-flight growth is not judged
+LATENCY_MIN_SAMPLE = 5  # completions per quarter below which the latency rise is not judged
 LATENCY_RISE_RATIO = 2.0  # last-quarter p50 e2e latency above this multiple of the first quarter's ...
 LATENCY_RISE_WINDOW = 0.05  # ... and higher by more than this share of the window's length
 HISTOGRAMS = ("e2e_latency", "submit_latency", "pickup_latency", "step_overhead", "pacer_lateness")
@@ -246,7 +251,8 @@ def throughput(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], s
         "load_mode": start["mode"],
         "measured_window_s": round(win.seconds, 3),
         "driver_fell_behind": bool(offered and (achieved < 0.95 * offered or late_p99_s > PACER_LATE_S)),
-        "engine_fell_behind": evidence["in_flight_grew"] or evidence["latency_rose"],
+        # with faults in the window, growth may be recovery as well as a backlog: said so, not claimed
+        "engine_fell_behind": (evidence["in_flight_grew"] or evidence["latency_rose"]) and not faults,
         "backlog": evidence,
     }
 
@@ -292,10 +298,11 @@ def backlog(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], step
     # as a backlog, so the in-flight growth is measured from the longest first-quarter latency into the
     # window, and judged only when a quarter of the window at least remains after that.
     base_ns = min(win.start_ns + (first[-1] if first else 0), win.end_ns)
-    judged = win.end_ns - base_ns >= quarter
     at_start, at_end = in_flight(base_ns), in_flight(win.end_ns)
     submitted_after = bisect.bisect_right(sent, win.end_ns) - bisect.bisect_right(sent, base_ns)
-    rose = (first_p50 is not None and last_p50 is not None and last_p50 > LATENCY_RISE_RATIO * first_p50
+    judged = bool(first) and win.end_ns - base_ns >= quarter and submitted_after >= BACKLOG_MIN_SAMPLE
+    rose = (len(first) >= LATENCY_MIN_SAMPLE and len(last) >= LATENCY_MIN_SAMPLE and first_p50 is not None
+            and last_p50 is not None and last_p50 > LATENCY_RISE_RATIO * first_p50
             and last_p50 - first_p50 > LATENCY_RISE_WINDOW * (win.end_ns - win.start_ns))
     return {
         "in_flight_measured_from_s": round((base_ns - win.start_ns) / 1e9, 3),
@@ -303,11 +310,12 @@ def backlog(trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord], step
         "in_flight_at_window_end": at_end,
         "submitted_in_window": submitted_in,
         "in_flight_judged": judged,
-        "in_flight_grew": judged and submitted_after > 0 and at_end - at_start > BACKLOG_GROWTH * submitted_after,
+        "in_flight_grew": judged and at_end - at_start > BACKLOG_GROWTH * submitted_after,
         "e2e_p50_first_quarter_ms": None if first_p50 is None else round(first_p50 / 1e6, 3),
         "e2e_p50_last_quarter_ms": None if last_p50 is None else round(last_p50 / 1e6, 3),
         "latency_rose": rose,
         "excluded_caught_by_faults": excluded,
+        "faults_in_window": len(faults or ()),
     }
 
 

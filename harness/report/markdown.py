@@ -52,8 +52,9 @@ def findings(e: dict[str, Any]) -> list[str]:
     if e.get("interrupted"):
         out.append("**Interrupted part-way**: the run was stopped (Ctrl-C or SIGTERM) while this engine ran; the "
                    "figures cover what it recorded until then.")
-    if e.get("engine_fell_behind"):
-        b = e.get("backlog") or {}
+    b = e.get("backlog") or {}
+    grew = b.get("in_flight_grew") or b.get("latency_rose")
+    if e.get("engine_fell_behind") or (b.get("faults_in_window") and grew):
         evidence = []
         if b.get("in_flight_grew"):
             evidence.append(f"work in flight grew from {b['in_flight_at_window_start']} to "
@@ -61,8 +62,14 @@ def findings(e: dict[str, Any]) -> list[str]:
         if b.get("latency_rose"):
             evidence.append(f"median latency rose from {_fmt(b['e2e_p50_first_quarter_ms'])} ms (first quarter) to "
                             f"{_fmt(b['e2e_p50_last_quarter_ms'])} ms (last quarter)")
-        out.append("**The engine did not keep up with the offered load** (" + "; ".join(evidence or ["backlog"])
-                   + "): its latency grows with the run's length and reflects a backlog.")
+        if e.get("engine_fell_behind"):
+            out.append("**The engine did not keep up with the offered load** (" + "; ".join(evidence or ["backlog"])
+                       + "): its latency grows with the run's length and reflects a backlog.")
+        else:
+            out.append("**Work piled up over the measured window** (" + "; ".join(evidence) + ", among the "
+                       "workflows no fault caught in flight), which had faults: recovery from them or a backlog, "
+                       "the evidence does not tell them apart (the recovery table says how long each fault held "
+                       "work up).")
     unfinished = e.get("unfinished", 0)
     if unfinished:
         out.append(f"**Unfinished**: {unfinished} of {e.get('acknowledged', 0)} accepted workflows had not completed "
