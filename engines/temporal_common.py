@@ -34,6 +34,7 @@ RELIST_AFTER_S = 1.0  # ... and that listing is older than this
 # Timeouts that detect a dead worker: this many step times, at least MIN_DETECT_S.
 DETECT_STEP_FACTOR = 20
 MIN_DETECT_S = 2.0
+WORKFLOW_TASK_TIMEOUT_DEFAULT_S = 10.0  # the server's default (a start without task_timeout gets 10 s)
 RETRY_PAUSE_S = 0.1  # between attempts of prepare's / the worker's readiness probes
 
 # gRPC codes on which a start surely did not happen and will not happen by itself.
@@ -64,7 +65,9 @@ def workflow_settings(workload: Workload) -> dict[str, Any]:
         "retry_backoff_coefficient": 2.0,
         "retry_maximum_interval_s": 100.0,
         "retry_maximum_attempts": 0,
-        "workflow_task_timeout_s": detect_s,
+        # never above the server's default: a workflow task runs no step (the SDK heartbeats one that runs
+        # long local activities), so a longer timeout only delays the recovery of a dead worker's task
+        "workflow_task_timeout_s": min(detect_s, WORKFLOW_TASK_TIMEOUT_DEFAULT_S),
         "id_conflict_policy": "USE_EXISTING",
         "id_reuse_policy": "REJECT_DUPLICATE",
     }
