@@ -97,7 +97,7 @@ def findings(e: dict[str, Any]) -> list[str]:
 
 def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = [["engine", "verdict", "wf/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-             "completed", "lost", "unknown", "dup steps", "replayed", "recovery s"]]
+             "completed", "lost", "unfinished", "unknown", "dup steps", "replayed", "recovery s"]]
     for name, e in summary["engines"].items():
         if e.get("status") == "skipped":
             rows.append([name, "SKIPPED"] + ["-"] * (len(rows[0]) - 2))
@@ -110,7 +110,7 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
         rows.append([
             name, e["verdict"] if e.get("status") == "ok" else "ERROR", _fmt(e["throughput_per_s"]),
             _fmt(e["steps_per_s"]), _lat(lat, "p50"), _lat(lat, "p90"), _lat(lat, "p99"), _lat(lat, "p99.9"),
-            _lat(lat, "max"), str(e["completed"]), str(e["lost"]), str(e["unknown"]),
+            _lat(lat, "max"), str(e["completed"]), str(e["lost"]), str(e.get("unfinished", 0)), str(e["unknown"]),
             str(e["duplicated_steps"]), str(e["replayed_completed_steps"]), rec,
         ])
     return rows
