@@ -11,15 +11,12 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.run import image
 from tests.conftest import ROOT
-from tests.docker_support import docker_client
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e, pytest.mark.timeout(1800)]
 STACKS = sorted((ROOT / "compose").glob("*.yaml"))
@@ -43,13 +40,6 @@ def cli() -> list[str]:
     return _cli()
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = docker_client()
-    yield c
-    c.close()
-
-
 @pytest.mark.parametrize("path", STACKS, ids=[p.stem for p in STACKS])
 def test_the_compose_cli_accepts_the_stack(cli: list[str], path: Path, tmp_path: Path) -> None:
     env = {**os.environ, "DURABENCH_WORK_DIR": str(tmp_path), "DURABENCH_WORKERS": "3"}
@@ -61,8 +51,8 @@ def test_the_compose_cli_accepts_the_stack(cli: list[str], path: Path, tmp_path:
     assert "replicas: 3" in out.stdout  # the workers' count comes from the environment
 
 
-def test_the_compose_cli_runs_a_stack_s_server(cli: list[str], client: Any, tmp_path: Path) -> None:
-    tag = image.ensure(client, lambda line: print(line, flush=True))
+def test_the_compose_cli_runs_a_stack_s_server(cli: list[str], client: Any, runtime_image: str, tmp_path: Path) -> None:
+    tag = runtime_image
     project = f"durabench-cli-test-{os.getpid()}"
     env = {**os.environ, "DURABENCH_IMAGE": tag, "DURABENCH_WORK_DIR": str(tmp_path)}
     base = [*cli, "-p", project, "-f", str(ROOT / "compose/dbos.yaml")]

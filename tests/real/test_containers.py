@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,10 @@ import pytest
 from harness import dockerhost, ledger
 from harness.run import image, resources
 from tests.conftest import ROOT
-from tests.docker_support import docker_client
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e,
               pytest.mark.timeout(1800)]  # the first test builds the image when not cached (minutes)
 HOST_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def runtime_image(client: Any) -> str:
-    """The image of this source tree: built once (minutes), then found by its content hash."""
-    return image.ensure(client, lambda line: print(line, flush=True))
 
 
 def test_image_is_cached_by_content_and_runs_the_project(client: Any, runtime_image: str) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,10 @@ import pytest
 from harness import dockerhost, ledger
 from harness.run import image, temporal_server
 from tests.conftest import ROOT
-from tests.docker_support import docker_client
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e,
               pytest.mark.timeout(2400)]  # the first test builds the image when not cached (minutes)
 ENGINES = ("restate", "temporal-pg")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def runtime_image(client: Any) -> str:
-    return image.ensure(client, lambda line: print(line, flush=True))
 
 
 def test_the_image_holds_every_server(client: Any, runtime_image: str) -> None:

@@ -25,9 +25,8 @@ import psutil
 import pytest
 
 from harness import dockerhost, ledger, procs
-from harness.run import image, resources
+from harness.run import resources
 from tests.conftest import ROOT
-from tests.docker_support import docker_client
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e, pytest.mark.timeout(1800)]
 DAEMON_START_S = 60.0
@@ -74,18 +73,6 @@ def _bridges_of(url: str) -> set[str]:
         return {f"br-{n.id[:12]}" for n in networks}
     finally:
         c.close()
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def runtime_image(client: Any) -> str:
-    return image.ensure(client, lambda line: print(line, flush=True))
 
 
 @pytest.fixture(scope="module")
