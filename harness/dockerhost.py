@@ -58,38 +58,37 @@ def endpoint() -> Endpoint:
     """``DOCKER_HOST``, else the context of ``DOCKER_CONTEXT`` or the CLI's current one, else the local socket."""
     if os.environ.get("DOCKER_HOST"):
         return Endpoint(os.environ["DOCKER_HOST"])
-    from docker.context import ContextAPI
     from docker.context.config import get_current_context_name
 
     name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
     if name == "default":
         return Endpoint(DEFAULT_HOST)
-    try:
-        ctx = ContextAPI.get_context(name)
-    except Exception as exc:  # a corrupt context directory
-        raise UserError(f"Docker context {name!r} cannot be read ({exc}); fix it with `docker context inspect "
-                        f"{name}` or unset DOCKER_CONTEXT") from None
-    if ctx is None or not ctx.Host:
-        raise UserError(f"Docker context {name!r} does not exist (`docker context ls` lists them); "
-                        "unset DOCKER_CONTEXT or set DOCKER_HOST")
-    return Endpoint(str(ctx.Host), name, ctx.TLSConfig)
+    return _context_endpoint(name, " or unset DOCKER_CONTEXT",
+                             f"Docker context {name!r} does not exist (`docker context ls` lists them); "
+                             "unset DOCKER_CONTEXT or set DOCKER_HOST")
 
 
 def endpoint_named(value: str) -> Endpoint:
     """The daemon that ``value`` names: a URL (``scheme://...``) or a Docker context's name."""
     if "://" in value:
         return Endpoint(value)
+    return _context_endpoint(value, "", f"{value!r} is neither a daemon URL (unix://, tcp://, ssh://) nor a Docker "
+                             "context (`docker context ls` lists them)")
+
+
+def _context_endpoint(name: str, also: str, missing: str) -> Endpoint:
+    """The daemon of Docker context ``name``; a corrupt context (``also``: what else fixes it) or a missing one
+    (``missing``: the message) is the user's to fix."""
     from docker.context import ContextAPI
 
     try:
-        ctx = ContextAPI.get_context(value)
+        ctx = ContextAPI.get_context(name)
     except Exception as exc:  # a corrupt context directory
-        raise UserError(f"Docker context {value!r} cannot be read ({exc}); fix it with `docker context inspect "
-                        f"{value}`") from None
+        raise UserError(f"Docker context {name!r} cannot be read ({exc}); fix it with `docker context inspect "
+                        f"{name}`{also}") from None
     if ctx is None or not ctx.Host:
-        raise UserError(f"{value!r} is neither a daemon URL (unix://, tcp://, ssh://) nor a Docker context "
-                        "(`docker context ls` lists them)")
-    return Endpoint(str(ctx.Host), value, ctx.TLSConfig)
+        raise UserError(missing)
+    return Endpoint(str(ctx.Host), name, ctx.TLSConfig)
 
 
 def connect(timeout_s: float = API_TIMEOUT_S, where: Endpoint | None = None) -> Any:
