@@ -155,8 +155,12 @@ def ensure_jars(say: Any = None) -> Path:
 
 
 def cluster_id() -> str:
-    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (Kafka's Uuid form)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (Kafka's Uuid form), drawn again
+    while it starts with "-" as Kafka's own ``Uuid.randomUuid`` does: the storage tool's argument parser
+    would read such an id as an option (``--cluster-id/-t: expected one argument``; 1 start in 64)."""
+    while (text := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return text
 
 
 def properties(data_dir: Path, port: int, controller_port: int, profile: str,
