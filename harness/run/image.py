@@ -2,8 +2,9 @@
 
 ``durabench:<hash>`` where the hash covers the Dockerfile, the dependency list of pyproject.toml,
 every source file of the project and the base image's id: an image of the same content is never
-built twice, and any edit gives a new tag. ``durabench:latest`` follows the newest build (the
-compose files in compose/ default to it).
+built twice, and any edit gives a new tag. ``durabench:latest`` follows the image last built or
+found by ``ensure`` (the compose files in compose/ default to it): on a daemon shared by several
+checkouts, the one that ran last owns it.
 
 No image registry is needed. The base is ``--base IMAGE`` if given (e.g. ``debian:bookworm-slim``
 where a registry is reachable), else ``durabench-base:bookworm-<hash>``, made once with
@@ -58,7 +59,10 @@ SOURCE_DIRS = ("harness", "engines", "plugins")
 PLUGINS = ("plugins/durabench-absurd",)  # engines as their own distributions, installed in the image too
 IMAGE_CACHE = "/opt/durabench/cache"  # the image's $DURABENCH_CACHE (the Dockerfile's COPY cache/)
 SOURCE_FILES = ("pyproject.toml", "README.md", "Dockerfile")
-_SKIP = re.compile(r"(__pycache__|\.pyc$|\.egg-info)")
+# not sources: what Python, pip and setuptools write into the tree. ``pip wheel`` of a plugin leaves its
+# build/ and egg-info beside its sources (see project_wheel): they must not change the content hash,
+# or the tree would hash differently after its first build and the next start would build again
+_SKIP_DIRS = re.compile(r"^(__pycache__|build|dist|\..*_cache|.*\.egg-info)$")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PYTHON = "3.11.2"  # Debian bookworm's python3, the image's interpreter
 IMAGE_SITE_PACKAGES = f"/opt/durabench/lib/python{'.'.join(IMAGE_PYTHON.split('.')[:2])}/site-packages"
@@ -86,7 +90,8 @@ def requirements() -> list[str]:
 def _source_files() -> list[Path]:
     files = [ROOT / name for name in SOURCE_FILES]
     for top in SOURCE_DIRS:
-        files += sorted(p for p in (ROOT / top).rglob("*") if p.is_file() and not _SKIP.search(str(p)))
+        files += sorted(p for p in (ROOT / top).rglob("*") if p.is_file() and p.suffix != ".pyc"
+                        and not any(_SKIP_DIRS.match(part) for part in p.relative_to(ROOT).parts[:-1]))
     return files
 
 
@@ -338,6 +343,7 @@ def ensure(client: Any, say: Say, base: str | None = None, force: bool = False) 
     servers = server_files(say)
     tag = _tag_of(base, client, go, servers)
     if not force and find(client, base, go, servers) == tag:
+        client.images.get(tag).tag(REPOSITORY, "latest")  # another checkout may have moved it since
         return tag
     started = time.monotonic()
     wheels = wheelhouse(say)

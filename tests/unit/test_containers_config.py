@@ -159,6 +159,26 @@ def test_image_hash_follows_the_sources(tmp_path, monkeypatch: pytest.MonkeyPatc
     assert image.content_hash("sha256:base", go, other) != with_servers
 
 
+def test_building_the_wheels_leaves_the_image_hash_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pip wheel`` writes build/ and egg-info into a plugin's tree: the hash must not see them, or the
+    tree hashes differently after its first build and the next start builds the image again (seen in
+    CI: two images of one checkout, ``durabench:latest`` on the first)."""
+    before = image.content_hash("sha256:base")
+    image.project_wheel(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.whl"))[:1] and image.content_hash("sha256:base") == before
+    tree = tmp_path / "tree"
+    (tree / "harness" / "build").mkdir(parents=True)
+    (tree / "harness" / "x.py").write_text("x = 1\n")
+    (tree / "harness" / "build" / "x.py").write_text("x = 1\n")
+    monkeypatch.setattr(image, "ROOT", tree)
+    monkeypatch.setattr(image, "SOURCE_FILES", ())
+    monkeypatch.setattr(image, "requirements", list)
+    assert [p.name for p in image._source_files()] == ["x.py"]  # build/ left out, the source kept
+    edited = image.content_hash("sha256:base")
+    (tree / "harness" / "x.py").write_text("x = 2\n")
+    assert image.content_hash("sha256:base") != edited
+
+
 def test_runner_refuses_what_containers_cannot_run() -> None:
     from harness.run import runner
 
