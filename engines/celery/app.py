@@ -59,7 +59,13 @@ def transport_options(settings: dict[str, Any]) -> dict[str, Any]:
 def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True) -> Celery:
     """The app of a worker (``results=True``: the step task stores its result in Redis db
     ``result_backend_db``) or of a submitting client (``results=False``: a fire-and-forget
-    producer; with a result backend Celery would SUBSCRIBE to a pub/sub channel per submission)."""
+    producer; with a result backend Celery would SUBSCRIBE to a pub/sub channel per submission).
+
+    Its tasks are this app's own (``shared=False``): they close over this app (``sleep`` replaces itself
+    with this app's ``fire``). Celery's default, ``shared=True``, also registers every decorated task with
+    every app created later in the process, so a second app (the client of the next engine run, the event
+    consumer of a worker) got the first app's functions under its task names, warned
+    DuplicateTaskNameWarning once per name, and kept every earlier app reachable."""
     app = Celery("durabench", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
@@ -93,7 +99,7 @@ def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True)
         if not before and bend:
             runner().branch_end(workflow_id, bend[0], bend[1])
 
-    @app.task(name=TASK_NAME)
+    @app.task(name=TASK_NAME, shared=False)
     def step(payload: str, workflow_id: str, index: int, bstart: list[int] | None = None,
              bend: list[int] | None = None) -> str:
         # ``payload`` is the previous step's return value, which a chain prepends to the args.
@@ -104,7 +110,7 @@ def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True)
         branch_marks(workflow_id, bstart, bend, False)
         return out
 
-    @app.task(name=CALL_TASK, bind=True)
+    @app.task(name=CALL_TASK, bind=True, shared=False)
     def call(self: Task, payload: object, workflow_id: str, index: int, bstart: list[int] | None = None,
              bend: list[int] | None = None) -> str:
         """One attempt; a failure retries through Celery's own ``Task.retry`` (a new message with a
@@ -122,7 +128,7 @@ def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True)
         branch_marks(workflow_id, bstart, bend, False)
         return ""
 
-    @app.task(name=EFFECT_TASK, bind=True)
+    @app.task(name=EFFECT_TASK, bind=True, shared=False)
     def effect(self: Task, payload: object, workflow_id: str, index: int, bstart: list[int] | None = None,
                bend: list[int] | None = None) -> str:
         """A task that inserts (idempotency none) or inserts if absent by key (idempotency key)."""
@@ -137,7 +143,7 @@ def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True)
         branch_marks(workflow_id, bstart, bend, False)
         return ""
 
-    @app.task(name=SLEEP_TASK, bind=True)
+    @app.task(name=SLEEP_TASK, bind=True, shared=False)
     def sleep(self: Task, payload: object, workflow_id: str, index: int, bstart: list[int] | None = None,
               bend: list[int] | None = None) -> None:
         """A durable timer: replace this task by the fire task with an ETA (Celery's countdown/ETA; the
@@ -152,13 +158,13 @@ def make_app(broker_url: str, settings: dict[str, Any], *, results: bool = True)
         eta = datetime.fromtimestamp(due_ns / 1e9, tz=UTC)
         raise self.replace(fire.si(workflow_id, index, due_ns, bend).set(eta=eta))
 
-    @app.task(name=FIRE_TASK)
+    @app.task(name=FIRE_TASK, shared=False)
     def fire(workflow_id: str, index: int, due_ns: int, bend: list[int] | None = None) -> str:
         runner().timer_fired(workflow_id, index, due_ns)
         branch_marks(workflow_id, None, bend, False)
         return ""
 
-    @app.task(name=JOIN_TASK)
+    @app.task(name=JOIN_TASK, shared=False)
     def join(results: list[object], workflow_id: str, index: int) -> str:
         """The chord body of a parallel stage: runs once every branch ended (Celery's fan-in)."""
         del results
