@@ -19,8 +19,9 @@ usecases: $(VENV)/.installed
 test: $(VENV)/.installed lint
 	$(BIN)/pytest
 
+# ruff on the whole project, as `ruff check .` from the root does (notebooks and benchmarks included)
 lint: $(VENV)/.installed
-	$(BIN)/ruff check harness engines tests plugins
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 install: $(VENV)/.installed
