@@ -24,12 +24,15 @@
 
 A user error prints one line (what is wrong and how to fix it) and exits with code 2. Exit codes
 (EXIT_CODES_HELP, README.md): 0 pass, 1 a gate failed, 2 user error, 3 an engine failed to run,
-130 interrupted.
+130 interrupted, 141 standard output closed (``durabench ls | head``): stopped quietly, as a process
+killed by SIGPIPE would be (the Python docs' recipe: the rest of the output goes to /dev/null).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import signal
 import sys
 from types import FrameType
@@ -52,7 +55,9 @@ EXIT_CODES_HELP = """exit codes:
   1    a gate of --fail-on failed (violations: the checker's verdict; slo: a limit of the scenario's slo block)
   2    user error: bad input (scenario, flags, paths, run directory), one line on stderr
   3    an engine failed to run (its logs are in the run directory); suite: a scenario failed
-  130  interrupted (Ctrl-C or SIGTERM); every server and worker durabench started is stopped"""
+  130  interrupted (Ctrl-C or SIGTERM); every server and worker durabench started is stopped
+  141  standard output closed by its reader (e.g. piped into head): stopped quietly"""
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE  # what a shell reports for a process killed by SIGPIPE
 
 
 def _gate_flags(p: argparse.ArgumentParser) -> None:
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away shows here, not as "Exception ignored" at exit
+        return code
     except UserError as exc:
         print(f"durabench: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, always
         return 2
@@ -136,6 +143,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"durabench: partial results of {exc.engine} in {exc.run_dir}: durabench analyze {exc.run_dir}",
                   file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():  # a socket's EPIPE, say: a real error, not the reader of stdout gone
+            raise
+        # the reader of stdout went away (``| head``): no traceback, and no second error when Python
+        # flushes stdout at exit (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+        _stdout_to_devnull()
+        return EXIT_STDOUT_CLOSED
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports POLLERR on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor, or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":
