@@ -25,8 +25,8 @@ Workflow programs (harness/program.py) add, per stage kind, with ids ``<wf>#<ste
   is a duplicate only if some earlier one did not fail explicitly (it ended, or a crash cut it);
 - **effects** counted from the application table's dump (``effects.json``): applied more than once
   (``effects_duplicated``; ``effect_extra_applications`` rows beyond the first), or never for a
-  workflow that went past the stage (``effects_missing``); when the dump failed, not measured
-  (nothing counted);
+  workflow that went past the stage (``effects_missing``); when the dump failed or is absent, not
+  measured: nothing counted, and the verdict is ``unverified``, never ``correct``;
 - **timers**: due at the earliest ``timer_set.due_ns``, fired at the first ``timer_fired``; fired
   more than 1 ms (``TIMER_RESOLUTION_MS``, the resolution of deadlines stored in milliseconds) before
   due is a violation (``timers_early``); lateness = fired - due, a distribution;
@@ -56,6 +56,11 @@ from harness.contract import EngineRecord
 VIOLATIONS = ("lost", "unfinished", "unexpected", "missing_steps", "replayed_completed_steps", "effects_duplicated",
               "effects_missing", "timers_early", "signals_lost", "signals_duplicated", "branches_missing",
               "branches_duplicated")
+# summary.json's verdict per engine: no violation and every check measured; a violation counted; no
+# violation counted but a check had no evidence to judge (``not_measured`` says which and why: exactly-once
+# effects are never claimed without the application table's count); the run was stopped part-way.
+CORRECT, VIOLATIONS_FOUND, UNVERIFIED, INTERRUPTED = "correct", "violations", "unverified", "interrupted"
+VERDICTS = (CORRECT, VIOLATIONS_FOUND, UNVERIFIED, INTERRUPTED)
 STAGE_START_EVENTS = ("timer_set", "signal_wait", "branch_start")  # non-step stages (parallel: its branches)
 STAGE_END_EVENTS = ("timer_fired", "signal_received", "signal_timeout", "join")
 
@@ -154,8 +159,39 @@ class CheckResult:
     figures: dict[str, Any] = field(default_factory=dict)  # distributions and ratios (summary.json "program")
 
     @property
+    def violations_found(self) -> bool:
+        return any(self.counts.get(k, 0) for k in VIOLATIONS)
+
+    @property
+    def not_measured(self) -> dict[str, str]:
+        """The checks the program needs whose evidence is missing, with why: ``effects`` when the
+        application table could not be read (the effects were then not counted, so not judged)."""
+        effects = self.figures.get("effects")
+        if effects and effects.get("measured") is False:
+            return {"effects": str(effects.get("not_measured") or "the table was not read")}
+        return {}
+
+    @property
     def correct(self) -> bool:
-        return all(self.counts.get(k, 0) == 0 for k in VIOLATIONS)
+        """No violation counted and every check measured: a figure says no more than its evidence."""
+        return not self.violations_found and not self.not_measured
+
+    def verdict(self, interrupted: bool = False) -> str:
+        """summary.json's ``verdict`` (:data:`VERDICTS`)."""
+        if interrupted:
+            return INTERRUPTED
+        if self.violations_found:
+            return VIOLATIONS_FOUND
+        return UNVERIFIED if self.not_measured else CORRECT
+
+
+def verdict_label(engine_summary: dict[str, Any]) -> str:
+    """An engine's verdict as the reports print it: ``unverified`` says what was not measured."""
+    verdict = str(engine_summary.get("verdict", "?"))
+    if verdict == UNVERIFIED:
+        what = " and ".join(engine_summary.get("not_measured") or {}) or "a check"
+        return f"{UNVERIFIED} ({what} not measured)"
+    return verdict
 
 
 def check(trs: dict[str, WorkflowTrace], n_steps: int, engine: dict[str, EngineRecord],

@@ -8,7 +8,8 @@ Gates, per engine (``docs/scenarios.md``, "slo"):
 ``ran``         the engine ran (always judged; an engine that failed to run is exit code 3)
 ``violations``  the checker's verdict is ``correct`` in every repetition (no lost or unexpected
                 workflow, missing step or replayed completed step; duplicated steps are
-                at-least-once re-execution, not a violation: ``slo.max_duplicated`` limits them)
+                at-least-once re-execution, not a violation: ``slo.max_duplicated`` limits them);
+                ``unverified`` (a check without evidence, e.g. effects not measured) fails it too
 ``slo.<limit>`` one limit of the ``slo`` block: figures (latency, throughput ratio, recovery) are
                 the median over repetitions; counts (lost, replayed, duplicated) the worst one
 
@@ -173,17 +174,24 @@ def _not_measured(sums: list[dict[str, Any]]) -> str:
 
 
 def _violations(sums: list[dict[str, Any]], engine: str) -> GateResult:
-    bad = [s for s in sums if s.get("verdict") != "correct"]
+    bad = [s for s in sums if s.get("verdict") != checker.CORRECT]
     if not bad:
         return GateResult(engine, "violations", "pass", "the checker found no anomaly"
                           + (f" in {len(sums)} repetitions" if len(sums) > 1 else "") + _not_measured(sums))
+    if all(s.get("verdict") == checker.UNVERIFIED for s in bad):  # no anomaly counted, but not all measured
+        where = f" in {len(bad)} of {len(sums)} repetitions" if len(sums) > 1 else ""
+        return GateResult(engine, "violations", "fail", f"not verified{where}: the checker counted no anomaly, but "
+                          f"a check had no evidence to judge{_not_measured(sums)}")
+
     def count(s: dict[str, Any], key: str) -> int:  # the chain's counts, else the program checks' ones
         return int(s.get(key) or ((s.get("program") or {}).get("counts") or {}).get(key) or 0)
 
     worst = {k: max(count(s, k) for s in bad) for k in checker.VIOLATIONS}  # what CheckResult.correct reads
-    interrupted = sum(1 for s in bad if s.get("verdict") == "interrupted")
+    interrupted = sum(1 for s in bad if s.get("verdict") == checker.INTERRUPTED)
+    unverified = sum(1 for s in bad if s.get("verdict") == checker.UNVERIFIED)
     counts = ", ".join([f"{n} {k.replace('_', ' ')}" for k, n in worst.items() if n]
-                       + ([f"{interrupted} interrupted"] if interrupted else [])) or "none counted"
+                       + ([f"{interrupted} interrupted"] if interrupted else [])
+                       + ([f"{unverified} unverified"] if unverified else [])) or "none counted"
     where = f" in {len(bad)} of {len(sums)} repetitions" if len(sums) > 1 else ""
     return GateResult(engine, "violations", "fail", f"checker anomalies{where}: {counts}{_not_measured(sums)}")
 

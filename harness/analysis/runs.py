@@ -436,6 +436,6 @@ def ls_rows(root: Path | str) -> list[list[str]]:
 def _verdict(e: dict[str, Any]) -> str:
     if e.get("status") != "ok":
         return "ERROR"
-    if e.get("verdict") == "correct":
-        return "correct"
+    if e.get("verdict") in (checker.CORRECT, checker.UNVERIFIED, checker.INTERRUPTED):
+        return checker.verdict_label(e)
     return f"violations ({e.get('lost', 0)} lost, {e.get('replayed_completed_steps', 0)} replayed)"

@@ -75,7 +75,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
     summary: dict[str, Any] = {
         "status": "ok" if info.get("error") is None else "error",
         "error": info.get("error"),
-        "verdict": "interrupted" if interrupted else "correct" if verdict.correct else "violations",
+        "verdict": verdict.verdict(interrupted),
+        "not_measured": verdict.not_measured,  # check -> why its evidence is missing (verdict unverified)
         "interrupted": interrupted,
         "submitted": c["submitted"],
         "acknowledged": c["acknowledged"],

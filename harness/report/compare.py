@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.checker import verdict_label
 from harness.analysis.runs import (
     SUB_WINDOWS,
     EngineRun,
@@ -168,7 +169,7 @@ def engine_table(sides: list[Side], engine: str) -> list[list[str]]:
     verdicts = []
     for side in sides:
         ers = side.engine_runs(engine)
-        vs = [er.summary.get("verdict", "?") for er in ers]
+        vs = [verdict_label(er.summary) for er in ers]
         if not vs:
             verdicts.append("did not run" if any(engine in r.engines for r in side.runs) else "-")
         elif len(set(vs)) == 1:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.analysis import checker
 from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
 from harness.errors import UserError
 from harness.report import markdown as report
@@ -122,7 +123,7 @@ def headline_table(runs: list[Run]) -> tuple[list[list[str]], str]:
             rows.append([name, "SKIPPED" if skipped else "ERROR"] + ["-"] * (len(rows[0]) - 2))
             continue
         sums = [er.summary for er in ok]
-        verdicts = [s["verdict"] for s in sums]
+        verdicts = [checker.verdict_label(s) for s in sums]
         verdict = verdicts[0] if len(set(verdicts)) == 1 else f"{verdicts.count('correct')}/{len(verdicts)} correct"
         if len(ok) < len(ers):
             verdict += f" ({len(ers) - len(ok)} runs failed)"
@@ -211,11 +212,17 @@ def verdict_lines(runs: list[Run]) -> list[str]:
         faults = list(dict.fromkeys(f"{f['fault_id']} {f['kind']} {f['target']} at {f['start_s']:.1f}s"
                                     for s in sums for f in s.get("recovery", [])))
         under = f"under {', '.join(faults)}" if faults else "with no fault injected"
-        correct = sum(1 for s in sums if s["verdict"] == "correct")
-        if all(s["verdict"] == "interrupted" for s in sums):
+        correct = sum(1 for s in sums if s["verdict"] == checker.CORRECT)
+        unverified = [s for s in sums if s["verdict"] == checker.UNVERIFIED]
+        if all(s["verdict"] == checker.INTERRUPTED for s in sums):
             head = "**interrupted** (partial results, no verdict)"
         elif correct == len(sums):
             head = "**correct**"
+        elif unverified and correct + len(unverified) == len(sums):  # no anomaly counted, a check without evidence
+            missing = {k: v for s in unverified for k, v in (s.get("not_measured") or {}).items()}
+            what = "; ".join(f"{k} not measured: {why}" for k, why in missing.items())
+            head = ("**not verified**" + (f" in {len(unverified)} of {len(sums)} runs" if len(sums) > 1 else "")
+                    + f" (no anomaly counted, but {what}; no exactly-once claim without that count)")
         elif correct == 0:
             head = "**NOT correct**"
         else:

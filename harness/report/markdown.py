@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis import cost
+from harness.analysis.checker import verdict_label
 from harness.report import database, integration
 from harness.report.tables import md_table
 
@@ -108,7 +109,7 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
         lat = e["e2e_latency_ms"]
         rec = ", ".join(_fmt(f["all_done_s"]) for f in e["recovery"]) or "-"
         rows.append([
-            name, e["verdict"] if e.get("status") == "ok" else "ERROR", _fmt(e["throughput_per_s"]),
+            name, verdict_label(e) if e.get("status") == "ok" else "ERROR", _fmt(e["throughput_per_s"]),
             _fmt(e["steps_per_s"]), _lat(lat, "p50"), _lat(lat, "p90"), _lat(lat, "p99"), _lat(lat, "p99.9"),
             _lat(lat, "max"), str(e["completed"]), str(e["lost"]), str(e.get("unfinished", 0)), str(e["unknown"]),
             str(e["duplicated_steps"]), str(e["replayed_completed_steps"]), rec,
@@ -201,7 +202,7 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         behind = " **The driver fell behind its offered rate.**" if e["driver_fell_behind"] else ""
         behind += "".join(f" {text}" for text in findings(e))
         lines.append(
-            f"- **{name}**: {e['verdict']} ({e['lost']} lost, {e.get('unfinished', 0)} unfinished, "
+            f"- **{name}**: {verdict_label(e)} ({e['lost']} lost, {e.get('unfinished', 0)} unfinished, "
             f"{e['unknown']} unknown, {e['unexpected']} unexpected, "
             f"{e['missing_steps']} missing steps, {e['duplicated_steps']} duplicated steps, "
             f"{e['replayed_completed_steps']} replayed completed steps); offered "

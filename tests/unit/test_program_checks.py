@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from engines.temporal.worker import call_error
-from harness import program, scenario
-from harness.analysis import gates, summary
+from harness import program, results, scenario
+from harness.analysis import gates, runs, summary
 from harness.analysis.checker import VIOLATIONS, CheckResult, check, traces
 from harness.analysis.program_checks import check_program
 from harness.contract import EngineRecord
-from harness.report import markdown
+from harness.report import compare, markdown
+from harness.report import html as htmlreport
 from harness.results import write_json
+from tests.unit import runbuilder
 from tests.unit.history import MS, T0, History
 
 
@@ -73,18 +76,56 @@ def test_effects_are_not_measured_when_the_table_dump_failed(tmp_path: Path) -> 
     effects = result.figures["effects"]
     assert (effects["measured"], effects["table_read"], effects["rows"]) == (False, False, None)
     assert effects["not_measured"] == why
-    assert result.correct
+    # no violation counted, yet no claim of exactly-once effects without the count: unverified, not correct
+    assert not result.violations_found and not result.correct and result.not_measured == {"effects": why}
+    assert (result.verdict(), result.verdict(interrupted=True)) == ("unverified", "interrupted")
     prog_summary = summary.program_summary(result)
     assert prog_summary["counts"]["effects_missing"] is None and prog_summary["counts"]["effects_duplicated"] is None
     engine = {"status": "ok", "program": prog_summary}
     section = "\n".join(markdown.program_section({"program": [{"kind": "effect"}]}, {"engines": {"dbos": engine}}))
     assert f"| dbos | not measured ({why}) |" in section
-    verdict = gates._violations([{"verdict": "correct", "program": prog_summary}], "dbos")
-    assert verdict.outcome == "pass" and verdict.message.endswith(f"; effects not measured ({why})")
+    verdict = gates._violations([{"verdict": "unverified", "not_measured": result.not_measured,
+                                  "program": prog_summary}], "dbos")
+    assert verdict.outcome == "fail" and verdict.message.startswith("not verified: the checker counted no anomaly")
+    assert verdict.message.endswith(f"; effects not measured ({why})")
     write_json(tmp_path / "ok.json", {"error": None, "rows": [row("a", 0)]})
     assert summary._effects(tmp_path / "ok.json") == ([row("a", 0)], None)
     measured = run(h, prog, effects=[row("a", 0)])  # read: b is missing, and that is evidence
     assert measured.ids["effects_missing"] == ["b#0"] and measured.figures["effects"]["measured"] is True
+    assert measured.not_measured == {} and measured.verdict() == "violations"
+    assert run(h, prog, effects=[row("a", 0), row("b", 0)]).verdict() == "correct"
+
+
+def test_a_run_whose_effects_table_was_not_read_is_reported_unverified_never_correct(tmp_path: Path) -> None:
+    """From the files of a run to what ls, the report, the headline and compare print: an effect program
+    whose run has no effects.json (the dump never written) is unverified everywhere."""
+    sc = scenario.parse({"name": "t", "engines": ["alpha"], "workload": {"program": [{"kind": "effect"}]},
+                         "load": {"rate": 10, "warmup": "0s", "duration": "2s"}}, "t.yaml")
+    run_dir = tmp_path / "20260101T000000Z-t"
+    man = runbuilder.manifest(run_dir.name, ["alpha"])
+    man["scenario"] = json.loads(json.dumps(sc.model_dump(), default=str))
+    h = History(duration_ms=2000)
+    for i in range(20):
+        h.submit(f"wf-{i}", i * 100)
+        h.step(f"wf-{i}", 0, i * 100 + 2, i * 100 + 12)
+    h.add("load_end", 2000)
+    edir = results.engine_dir(run_dir, "alpha")
+    (edir / "history").mkdir(parents=True)
+    (edir / "history" / "all.1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in h.sorted()))
+    (edir / "reconcile.json").write_text("{}\n")
+    results.write_json(run_dir / "manifest.json", man)
+    e = summary.analyze(run_dir)["engines"]["alpha"]
+    assert (e["verdict"], e["lost"], e["completed"]) == ("unverified", 0, 20)
+    assert e["not_measured"] == {"effects": "effects.json was not written"}
+    label = "unverified (effects not measured)"
+    assert markdown.headline_rows({"engines": {"alpha": e}})[1][1] == label
+    assert runs.ls_rows(tmp_path)[1][-1] == f"alpha: {label}"
+    loaded = runs.load_run(run_dir)
+    assert htmlreport.headline_table([loaded])[0][1][1] == label
+    line = htmlreport.verdict_lines([loaded])[0]
+    assert "**correct**" not in line and "**not verified** (no anomaly counted, but effects not measured: " \
+        "effects.json was not written; no exactly-once claim" in line
+    assert compare.engine_table([compare.Side("A", str(run_dir), [loaded])], "alpha")[1] == ["verdict", label]
 
 
 def test_timer_fired_early_is_a_violation_and_lateness_a_distribution() -> None:
