@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -514,6 +515,12 @@ class Scenario(_Strict):
     saturate: SaturateSpec = SaturateSpec()
     slo: SloSpec = SloSpec()
     overrides: dict[str, Any] = Field(default_factory=dict, description="command-line overrides applied")
+    # the file it was loaded from, as given (:func:`load`; not a YAML key): the manifest's scenario_file
+    _source_file: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> str | None:
+        return self._source_file
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
@@ -782,4 +789,6 @@ def load(path: Path | str, overrides: dict[str, Any] | None = None) -> Scenario:
         raise ScenarioError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     except RecursionError:
         raise ScenarioError(f"{path}: YAML nested too deeply") from None
-    return parse(data, str(path), overrides)
+    sc = parse(data, str(path), overrides)
+    sc._source_file = str(path)
+    return sc

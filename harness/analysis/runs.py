@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -280,6 +281,23 @@ def find_runs(root: Path | str, depth: int = 3) -> list[Path]:
         found += [p for p in level if is_run_dir(p)]
         level = [p for p in level if not is_run_dir(p)]
     return sorted(found, key=_created_at)
+
+
+REPETITION_DIR = re.compile(r"-rep\d+$")  # <stamp>-<scenario>-rep<i>: harness/run/runner.py run_repeated
+
+
+def repeated_runs(group: Path) -> list[Path] | None:
+    """The runs of a directory of repeated runs (``durabench run --repeat N``), oldest first: run directories
+    directly in it, each a repetition (its manifest's ``repetition``, or for a run made before the
+    manifest recorded it, a directory named ``...-rep<i>``), and no other run below it. None for any
+    other directory: a run directory itself, a suite's parent, runs gathered by hand."""
+    found = find_runs(group)
+    if not found or found == [group] or any(p.parent != group for p in found):
+        return None
+    for p in found:
+        if "repetition" not in results.load_manifest(p) and not REPETITION_DIR.search(p.name):
+            return None
+    return found
 
 
 def _created_at(path: Path) -> str:

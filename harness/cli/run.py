@@ -193,9 +193,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if runs.is_run_dir(target) or not target.is_dir():
         run_dirs = [target]
     else:  # a directory of repeated runs (durabench run --repeat N)
-        run_dirs = runs.find_runs(target)
-        if not run_dirs:
+        found = runs.find_runs(target)
+        if not found:
             raise UserError(f"{target}: not a durabench run directory and holds no runs (no manifest.json)")
+        run_dirs = runs.repeated_runs(target) or []
+        if not run_dirs:
+            raise UserError(_not_analyzable(target, found))
     manifests = [results.load_manifest(d) for d in run_dirs]
     if len(run_dirs) > 1:
         runs.check_repetitions([runs.make_run(d, m, {"engines": {}}) for d, m in zip(run_dirs, manifests, strict=True)])
@@ -204,6 +207,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     summaries = _analyze_and_report(target, run_dirs)
     print(f"\nreport: {target / htmlreport.REPORT_MD}")
     return _judge(summaries, slo, fail_on, args.junit, str(manifests[0]["scenario"]["name"]), target)
+
+
+def _not_analyzable(target: Path, found: list[Path]) -> str:
+    """Why ``analyze`` refuses a directory that holds runs but is neither a run, a suite nor a directory of
+    repeated runs (a results directory, a suite's parent), and what to analyze instead."""
+    from harness.report import suite as suite_index
+
+    suites = sorted({p.parent for p in found if p.parent != target and suite_index.is_suite_dir(p.parent)})
+    if suites:
+        more = f" and {len(suites) - 1} more" if len(suites) > 1 else ""
+        where, fix = f"the suite directory {suites[0].name}{more}", f"analyze the suite: durabench analyze {suites[0]}"
+    else:
+        where = f"{len(found)} run directories that are not repetitions of one run"
+        fix = f"analyze each run, e.g. durabench analyze {found[-1]}"
+    return (f"{target}: not a run directory, a suite directory or a directory of repeated runs (durabench run "
+            f"--repeat N): it holds {where}; {fix}")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

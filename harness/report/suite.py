@@ -79,7 +79,7 @@ def markdown(title: str, entries: list[SuiteEntry], suite_dir: Path, started_at:
              "Each scenario is an ordinary run (`durabench run`) with its own directory and report; "
              "`durabench analyze <run>` rebuilds any of them from its files, `durabench analyze` on this "
              "suite directory all of them and this index.", ""]
-    rows = [["scenario", "file", "status", "minutes", "report", "run directory"]]
+    rows = [list(INDEX_COLUMNS)]
     for e in entries:
         status = e.status if not e.message else f"{e.status}: {e.message}"
         rows.append([e.name, e.path, status, "-" if e.elapsed_s is None else f"{e.elapsed_s / 60:.1f}",
@@ -118,6 +118,25 @@ def write_index(suite_dir: Path, title: str, entries: list[SuiteEntry], started_
 
 
 TITLE_PREFIX = "durabench suite: "
+INDEX_COLUMNS = ["scenario", "file", "status", "minutes", "report", "run directory"]  # the index's first table
+
+
+def _files_in_index(text: str) -> dict[str, str]:
+    """run directory name -> scenario file, from the rows of an index.md's table of scenarios."""
+    out: dict[str, str] = {}
+    lines = text.splitlines()
+    head = "| " + " | ".join(INDEX_COLUMNS) + " |"
+    if head not in lines:
+        return out
+    for line in lines[lines.index(head) + 2:]:  # after the header and its |---| line
+        if not line.startswith("| "):
+            break  # the end of the table
+        row = [c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split(" | ")]
+        if len(row) == len(INDEX_COLUMNS) and row[1] not in ("", "-") and row[-1] not in ("", "-"):
+            out[row[-1].strip("`")] = row[1]
+    return out
+
+
 _STATUSES = (OK, FAILED, NOT_RUN, INTERRUPTED)
 
 
@@ -197,24 +216,31 @@ def load(suite_dir: Path) -> Suite:
 def entry_from_run(run_dir: Path) -> SuiteEntry:
     """The entry of a run directory found in a suite (no ``suite.json``, or moved in by hand): its
     manifest's scenario name and usecase; ok when it has a summary; elapsed the engines' wall time when
-    the manifest records it for every engine that ran, else unknown. The manifest does not record the
-    scenario file, so the file is ``-``."""
+    the manifest records it for every engine that ran, else unknown. The scenario file is the manifest's
+    ``scenario_file`` (``-`` for a run made before the manifest recorded it)."""
     manifest = results.load_manifest(run_dir)
     sc = manifest["scenario"]
+    source = manifest.get("scenario_file")
     walls = [info.get("wall_s") for info in manifest["engines"].values() if not info.get("skipped")]
     elapsed = (float(sum(walls)) if walls and all(isinstance(w, int | float) and not isinstance(w, bool)
                                                   for w in walls) else None)
     has_summary = (run_dir / "summary.json").is_file()
-    return SuiteEntry("-", str(sc["name"]), status=OK if has_summary else FAILED,
+    return SuiteEntry(source if isinstance(source, str) and source else "-", str(sc["name"]),
+                      status=OK if has_summary else FAILED,
                       message="" if has_summary else "no summary.json", run_dir=run_dir,
                       usecase=sc.get("usecase") if isinstance(sc.get("usecase"), str) else None, elapsed_s=elapsed)
 
 
 def rebuild(suite_dir: Path) -> Suite:
     """A suite written before ``suite.json``: entries from its run directories in name (time) order, title
-    and start from its ``index.md`` when they can be read there."""
+    and start from its ``index.md`` when they can be read there, and so is a scenario file the run's
+    manifest does not record (its row in the index's table, found by run directory)."""
     entries = [entry_from_run(d) for d in run_dirs_in(suite_dir)]
     text = (suite_dir / INDEX_MD).read_text(errors="replace") if (suite_dir / INDEX_MD).is_file() else ""
+    files = _files_in_index(text)
+    for e in entries:
+        if e.path == "-" and e.run_dir is not None:
+            e.path = files.get(e.run_dir.name, "-")
     title_m = re.search(r"^# (.+)$", text, re.MULTILINE)
     started_m = re.search(r"^Started (\S+);", text, re.MULTILINE)
     label = suite_dir.name.split("-suite-", 1)[1] if "-suite-" in suite_dir.name else suite_dir.name

@@ -125,6 +125,7 @@ def _manifest(scenario: Scenario, run_dir: Path, deploy: Deployment | None) -> d
         "run_id": run_dir.name,
         "created_at": results.now_iso(),
         "scenario": scenario.model_dump(),
+        "scenario_file": scenario.source_file,  # as given on the command line (a suite's index shows it)
         "durability": scenario.durability,
         "deploy": deploy.describe() if deploy else {"mode": "processes"},
         "seed": scenario.seed,

@@ -139,6 +139,9 @@ CASES = [
     Case("ls-missing", ["ls", "{tmp}/nope"], "no such results directory"),
     Case("report-out-is-file", ["report", "{run}", "--out", "{run}/manifest.json"], "is a file, not a directory"),
     Case("analyze-group-not-repetitions", ["analyze", "{tmp}/.."], "not a repetition of",
+         damage=lambda run: _other_scenario(run, run.parent / "run2", repetitions=True)),
+    Case("analyze-runs-not-a-group", ["analyze", "{tmp}/.."],
+         "holds 2 run directories that are not repetitions of one run; analyze each run",
          damage=lambda run: _other_scenario(run, run.parent / "run2")),
     Case("compare-one-run", ["compare", "{run}"], "at least two runs"),
     Case("compare-missing", ["compare", "{run}", "{tmp}/nope"], "holds no runs"),
@@ -192,9 +195,13 @@ def _corrupt_line(path: Path, index: int) -> None:
     path.write_bytes(b"\n".join(lines))
 
 
-def _other_scenario(run: Path, copy: Path) -> None:
+def _other_scenario(run: Path, copy: Path, repetitions: bool = False) -> None:
+    """A second run beside ``run`` with another rate; both marked as repetitions of `run --repeat 2` or not."""
     shutil.copytree(run, copy)
     edit_manifest(lambda m: m["scenario"]["load"].update(rate=99.0))(copy)
+    if repetitions:
+        for i, r in enumerate((run, copy), 1):
+            edit_manifest(lambda m, i=i: m.update(repetition={"index": i, "of": 2}))(r)
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -97,6 +97,8 @@ def test_suite_without_suite_json_is_rebuilt_from_its_runs(tmp_path: Path) -> No
     assert [row.split("|")[6].strip() for row in table] == [f"`{ONE}`", f"`{TWO}`"]
     assert all(row.split("|")[4].strip() == "0.3" for row in table)
     assert "2 of 2 scenarios run" in md
+    # the scenario files, which the manifests of these runs do not record, from the old index's table
+    assert [row.split("|")[2].strip() for row in table] == ["x/one.yaml", "x/two.yaml"]
     data = json.loads((suite_dir / index.SUITE_JSON).read_text())  # written now
     assert [e["run_dir"] for e in data["entries"]] == [ONE, TWO]
     sections = md.split("### synthetic\n")[1:]
@@ -106,6 +108,9 @@ def test_suite_without_suite_json_is_rebuilt_from_its_runs(tmp_path: Path) -> No
 def test_run_moved_into_a_suite_is_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite_dir = _suite(tmp_path)
     other = runbuilder.make_run(tmp_path / "elsewhere", "20260101T000200Z-moved", lost=0)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["scenario_file"] = "scenarios/moved.yaml"  # as durabench run records it
+    results.write_json(other / "manifest.json", manifest)
     other.rename(suite_dir / other.name)
     assert main(["analyze", str(suite_dir)]) == gates.EXIT_PASS
     err = capsys.readouterr().err
@@ -114,6 +119,7 @@ def test_run_moved_into_a_suite_is_added(tmp_path: Path, capsys: pytest.CaptureF
     data = json.loads((suite_dir / index.SUITE_JSON).read_text())
     assert [e["name"] for e in data["entries"]] == ["one", "two", "three", "synthetic"]
     md = (suite_dir / index.INDEX_MD).read_text()
+    assert "| synthetic | scenarios/moved.yaml | ok |" in md  # its file, from its manifest
     assert "[report.html](20260101T000200Z-moved/report.html)" in md and (
         suite_dir / "20260101T000200Z-moved" / "report.html").is_file()
     assert _lost(md, "synthetic") == [0, 0]
@@ -169,3 +175,43 @@ def test_gates_junit_interrupted_and_missing_runs(tmp_path: Path, capsys: pytest
     xml = junit_xml.read_text()
     assert 'classname="durabench.x.one.alpha" name="violations"' in xml  # scenario and engine per test case
     assert "durabench.x.two." not in xml
+
+
+def test_analyze_refuses_a_directory_that_is_no_run_suite_or_repeat_group(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A suite's parent (results/) and a directory of unrelated runs were pooled as repetitions of one run."""
+    parent = tmp_path / "results"
+    suite_dir = _suite(parent)
+    runbuilder.make_run(parent, "20260102T000000Z-lone", lost=0)
+    loose = tmp_path / "loose"
+    for name in ("20260101T000000Z-a", "20260101T000100Z-b"):  # same scenario, not made by --repeat
+        runbuilder.make_run(loose, name, lost=0)
+    for target, says in ((parent, f"it holds the suite directory {suite_dir.name}; analyze the suite: "
+                                  f"durabench analyze {suite_dir}"),
+                         (loose, "it holds 2 run directories that are not repetitions of one run; analyze each run, "
+                                 f"e.g. durabench analyze {loose / '20260101T000100Z-b'}")):
+        files = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+        assert main(["analyze", str(target)]) == gates.EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith(f"durabench: error: {target}: not a run directory, a suite directory or a directory "
+                              "of repeated runs") and says in err and len(err.strip().splitlines()) == 1, err
+        assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == files  # no report written there
+    # a directory of repeated runs is still analyzed as one: marked as repetitions by their manifests
+    for i, run_dir in enumerate(sorted(loose.iterdir()), 1):
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["repetition"] = {"index": i, "of": 2}
+        results.write_json(run_dir / "manifest.json", manifest)
+    assert main(["analyze", str(loose)]) == gates.EXIT_PASS
+    assert (loose / "report.md").is_file()
+
+
+def test_a_scenario_loaded_from_a_file_is_recorded_in_the_manifest(tmp_path: Path) -> None:
+    from harness import scenario
+    from harness.run import runner
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nengines: [memory]\n")
+    sc = scenario.load(str(path))
+    assert sc.source_file == str(path) and "source_file" not in sc.model_dump()
+    assert runner._manifest(sc, tmp_path / "run", None)["scenario_file"] == str(path)
+    assert scenario.parse({"name": "x", "engines": ["memory"]}, "x").source_file is None
