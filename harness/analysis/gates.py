@@ -186,7 +186,7 @@ def _violations(sums: list[dict[str, Any]], engine: str) -> GateResult:
     def count(s: dict[str, Any], key: str) -> int:  # the chain's counts, else the program checks' ones
         return int(s.get(key) or ((s.get("program") or {}).get("counts") or {}).get(key) or 0)
 
-    worst = {k: max(count(s, k) for s in bad) for k in checker.VIOLATIONS}  # what CheckResult.correct reads
+    worst = {k: max(count(s, k) for s in bad) for k in checker.VIOLATIONS}  # what CheckResult.violations_found reads
     interrupted = sum(1 for s in bad if s.get("verdict") == checker.INTERRUPTED)
     unverified = sum(1 for s in bad if s.get("verdict") == checker.UNVERIFIED)
     counts = ", ".join([f"{n} {k.replace('_', ' ')}" for k, n in worst.items() if n]
