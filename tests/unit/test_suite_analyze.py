@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import results
-from harness.analysis import gates
+from harness.analysis import gates, runs
 from harness.cli import main
 from harness.report import suite as index
 from tests.unit import runbuilder
@@ -196,6 +196,12 @@ def test_analyze_refuses_a_directory_that_is_no_run_suite_or_repeat_group(tmp_pa
         assert err.startswith(f"durabench: error: {target}: not a run directory, a suite directory or a directory "
                               "of repeated runs") and says in err and len(err.strip().splitlines()) == 1, err
         assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == files  # no report written there
+    # a group made before manifests recorded the repetition: its runs' names say it
+    old_group = tmp_path / "20260101T000000Z-synthetic-x2"
+    for i in (1, 2):
+        runbuilder.make_run(old_group, f"2026010{i}T000000Z-synthetic-rep{i}", lost=0)
+    assert runs.repeated_runs(old_group) == sorted(old_group.iterdir())
+    assert runs.repeated_runs(loose) is None and runs.repeated_runs(parent) is None
     # a directory of repeated runs is still analyzed as one: marked as repetitions by their manifests
     for i, run_dir in enumerate(sorted(loose.iterdir()), 1):
         manifest = json.loads((run_dir / "manifest.json").read_text())
