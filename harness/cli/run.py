@@ -214,10 +214,15 @@ def _not_analyzable(target: Path, found: list[Path]) -> str:
     repeated runs (a results directory, a suite's parent), and what to analyze instead."""
     from harness.report import suite as suite_index
 
-    suites = sorted({p.parent for p in found if p.parent != target and suite_index.is_suite_dir(p.parent)})
-    if suites:
-        more = f" and {len(suites) - 1} more" if len(suites) > 1 else ""
-        where, fix = f"the suite directory {suites[0].name}{more}", f"analyze the suite: durabench analyze {suites[0]}"
+    parents = sorted({p.parent for p in found if p.parent != target})
+    kinds = {d: "suite" for d in parents if suite_index.is_suite_dir(d)}
+    kinds.update({d: "directory of repeated runs" for d in parents if d not in kinds and runs.repeated_runs(d)})
+    if kinds:
+        first = next(iter(kinds))
+        more = f" and {len(kinds) - 1} more" if len(kinds) > 1 else ""
+        where, fix = f"the {kinds[first]} {first.name}{more}", f"analyze it: durabench analyze {first}"
+    elif len(found) == 1:
+        where, fix = "one run directory", f"analyze it: durabench analyze {found[0]}"
     else:
         where = f"{len(found)} run directories that are not repetitions of one run"
         fix = f"analyze each run, e.g. durabench analyze {found[-1]}"

@@ -186,8 +186,7 @@ def test_analyze_refuses_a_directory_that_is_no_run_suite_or_repeat_group(tmp_pa
     loose = tmp_path / "loose"
     for name in ("20260101T000000Z-a", "20260101T000100Z-b"):  # same scenario, not made by --repeat
         runbuilder.make_run(loose, name, lost=0)
-    for target, says in ((parent, f"it holds the suite directory {suite_dir.name}; analyze the suite: "
-                                  f"durabench analyze {suite_dir}"),
+    for target, says in ((parent, f"it holds the suite {suite_dir.name}; analyze it: durabench analyze {suite_dir}"),
                          (loose, "it holds 2 run directories that are not repetitions of one run; analyze each run, "
                                  f"e.g. durabench analyze {loose / '20260101T000100Z-b'}")):
         files = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
