@@ -68,6 +68,31 @@ def test_a_timed_out_job_retried_forever_counts_every_attempt() -> None:
     assert bounded["wasted_executions"] == 3 and bounded["work_lost_s"] == 100.0
 
 
+def test_work_lost_is_each_executions_own_time_for_jobs_of_60_to_120_s() -> None:
+    h = History()
+    h.submit("long", 0)
+    h.step("long", 0, 0, 115_000, worker=0, pid=100)  # a 115 s job redelivered while it ran...
+    h.step("long", 0, 30_000, 100_000, worker=1, pid=101)  # ...whose 70 s copy ended first: the one kept
+    h.submit("short", 0)
+    h.step("short", 0, 0, 62_000, worker=1, pid=102)  # a 62 s job: kept
+    h.step("short", 0, 30_500, 118_500, worker=0, pid=103)  # its 88 s copy
+    figs = reexecution.figures(_traces(h), [])
+    assert figs["duplicates_without_fault"] == 2 and figs["wasted_executions"] == 2
+    assert figs["work_lost_s"] == 115.0 + 88.0  # not 2 x a fixed job length
+
+
+def test_an_attempt_a_timeout_abandoned_on_a_worker_the_kill_missed_runs_until_its_retry() -> None:
+    h = History()
+    h.submit("wf", 0)
+    h.step("wf", 0, 0, None, worker=1, pid=101)  # start-to-close 30 s < the job: abandoned, never ends
+    h.step("wf", 0, 31_000, None, worker=1, pid=101)  # retried 31 s later, abandoned too...
+    h.step("wf", 0, 62_000, 150_000, worker=0, pid=102)  # ...then an 88 s attempt that ended
+    kill = [(T0 + 25_000 * MS, ("worker:0",))]  # worker:0 killed at 25 s: the attempt on worker:1 ran on
+    assert reexecution.figures(_traces(h), kill)["work_lost_s"] == 62.0
+    store = [(T0 + 25_000 * MS, ())]  # a store fault hits every worker: the first attempt's bound
+    assert reexecution.figures(_traces(h), store)["work_lost_s"] == 25.0 + 31.0
+
+
 def test_answer_tables_read_the_summary(tmp_path: Path) -> None:
     run_dir = runbuilder.make_run(tmp_path, engines=("alpha",))
     summary = results.load_summary(run_dir)
