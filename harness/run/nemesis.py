@@ -154,8 +154,9 @@ class Nemesis:
         try:
             await asyncio.sleep(inst.spec.duration or 0)
         finally:
+            t1 = time.monotonic()  # the thaw takes effect during the call: api_ms on fault_end says how long
             self._resume([i for i in targets if i in self._paused])
-            self._end(inst, "SIGCONT" if self.containers is None else "unpause")
+            self._end(inst, "SIGCONT" if self.containers is None else "unpause", **self._api_ms(t1))
 
     def _resume(self, indices: Any) -> None:
         for index in list(indices):
