@@ -220,7 +220,9 @@ def test_worker_pause_freezes_the_container(dbos_run: tuple[Path, dict[str, Any]
     # effect during the unpause call (fault_end is written after it returned: seconds later under load)
     frozen_from = start["ns"] + start["api_ms"] * 1e6 + 0.1e9
     thaw_from = end["ns"] - end["api_ms"] * 1e6
-    assert not [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < thaw_from - 0.1e9]
+    during = [r for r in history if r["src"] == "worker:0" and frozen_from < r["ns"] < thaw_from - 0.1e9]
+    assert not during, [(r["ev"], round((r["ns"] - start["ns"]) / 1e6), round((end["ns"] - r["ns"]) / 1e6))
+                        for r in during] + [("pause ms", start["api_ms"]), ("unpause ms", end["api_ms"])]
 
 
 def test_partition_of_the_driver_from_the_store(runtime_image: str, tmp_path: Path) -> None:
