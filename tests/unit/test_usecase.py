@@ -4,6 +4,7 @@ case" section with its chart, and the suite index's answer table."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,17 @@ def test_background_jobs_long_deadlines_against_the_job_length() -> None:
     # a job killed at kill_s was delivered at kill_s at the latest: back after the visibility, then runs
     assert kill_s + visibility + 5 + high < sc.load.duration + sc.load.drain_timeout
     assert sc.load.drain_quiet > visibility  # the wait for the redelivery does not end the drain
+
+
+def test_the_docs_list_every_use_case() -> None:
+    from typing import get_args
+
+    from harness.scenario import UseCase
+    from tests.conftest import ROOT
+
+    lines = (ROOT / "docs/scenarios.md").read_text().splitlines()
+    (row,) = [line for line in lines if line.startswith("| `usecase` |")]
+    listed = re.split(r"(?<!\\)\|", row)[2]  # the values column (its own pipes are escaped)
+    assert [name for name in get_args(UseCase) if f"`{name}`" not in listed] == []
+    shipped = {p.stem for p in (ROOT / "scenarios/usecases").glob("*.yaml")}
+    assert set(get_args(UseCase)) <= shipped  # each use case has its scenario file
