@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -76,6 +77,14 @@ class _Registry:
             self._reaper.stdin.write(f"D{os.getpid()}{' ' + daemon if daemon else ''}\n".encode())
             self._reaper.stdin.flush()
 
+    def add_scratch(self, path: Path) -> None:
+        """Tell the reaper to remove directory ``path`` when this process dies (if it is still there)."""
+        with self._lock:
+            self._ensure_reaper()
+            assert self._reaper is not None and self._reaper.stdin is not None
+            self._reaper.stdin.write(f"S{path}\n".encode())
+            self._reaper.stdin.flush()
+
     def remove(self, pgid: int) -> None:
         with self._lock:
             self._groups.pop(pgid, None)
@@ -86,6 +95,13 @@ class _Registry:
 
 
 REGISTRY = _Registry()
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory (servers' data) that the reaper removes if the harness dies before it does."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    REGISTRY.add_scratch(path)
+    return path
 
 
 def spawn(

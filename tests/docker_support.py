@@ -65,11 +65,16 @@ def remove_labelled(client: Any, label: str) -> list[str]:
 
 
 def start_run(scenario: Path, tmp_path: Path, *flags: str) -> subprocess.Popen[bytes]:
-    """``durabench run scenario --quiet`` in the background, its results and its process registry
-    (harness/procs.py) under ``tmp_path``."""
-    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state")}
+    """``durabench run scenario --quiet`` in the background, its results, its process registry
+    (harness/procs.py) and its temporary files (``TMPDIR``: ``temp_dir(tmp_path)``) under ``tmp_path``."""
+    temp_dir(tmp_path).mkdir()
+    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state"), "TMPDIR": str(temp_dir(tmp_path))}
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(tmp_path),
                              "--quiet", *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def temp_dir(tmp_path: Path) -> Path:
+    return tmp_path / "tmp"
 
 
 def wait_until(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str,
@@ -91,10 +96,11 @@ def _alive(p: psutil.Process) -> bool:
 
 
 def signal_and_expect_nothing_left(proc: subprocess.Popen[bytes], sig: int, clients: list[Any],
-                                   labels: list[str]) -> None:
+                                   labels: list[str], tmp_path: Path) -> None:
     """Send ``sig`` to durabench (SIGKILL: the reaper cleans up; SIGINT: durabench's own cleanup does), then
     within a deadline no container and no network labelled with any of ``labels`` is left on any of
-    ``clients``' daemons, and no process durabench had started (the reaper included) still runs."""
+    ``clients``' daemons, no process durabench had started (the reaper included) still runs, and nothing
+    is left in its temporary directory (``start_run(..., tmp_path)``: the servers' scratch data)."""
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "durabench has no child process: not even its reaper"
     proc.send_signal(sig)
@@ -106,7 +112,8 @@ def signal_and_expect_nothing_left(proc: subprocess.Popen[bytes], sig: int, clie
 
     def left() -> list[str]:
         objects = [name for c in clients for label in labels for name in owned(c, label)]
-        return objects + [f"pid {p.pid} ({p.name()})" for p in children if _alive(p)]
+        files = [str(p) for p in temp_dir(tmp_path).iterdir()]
+        return objects + files + [f"pid {p.pid} ({p.name()})" for p in children if _alive(p)]
 
     while remaining := left():
         assert time.monotonic() < deadline, f"left behind {GONE_TIMEOUT_S:g}s after {signal.Signals(sig).name}: " \

@@ -279,7 +279,7 @@ def test_no_container_outlives_durabench(sig: int, client: Any, runtime_image: s
     label = f"{dockerhost.OWNER}={proc.pid}"
     docker_support.wait_until(  # postgres and both workers running
         proc, lambda: len(docker_support.labelled(client, label)) >= 3, "the stack came up")
-    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [label])
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [label], tmp_path)
 
 
 LOCUST_LONG_RUN = """
@@ -313,7 +313,8 @@ def test_no_container_outlives_a_locust_run(sig: int, client: Any, runtime_image
 
     docker_support.wait_until(proc, locust_runs, "the front door, the Locust master and its worker ran")
     (run_id,) = {c.labels[dockerhost.RUN] for c in running.values()}
-    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [owner, f"{dockerhost.RUN}={run_id}"])
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [owner, f"{dockerhost.RUN}={run_id}"],
+                                                  tmp_path)
 
 
 def test_next_start_removes_containers_of_a_dead_owner(client: Any, runtime_image: str) -> None:

@@ -198,7 +198,7 @@ def test_no_container_outlives_durabench_on_either_daemon(
         proc, lambda: len(docker_support.labelled(workers_client, label)) >= 2,
         "the workers came up on the second daemon")
     assert docker_support.labelled(client, label)  # and PostgreSQL on the first
-    docker_support.signal_and_expect_nothing_left(proc, sig, [client, workers_client], [label])
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client, workers_client], [label], tmp_path)
 
 
 def test_leftovers_on_the_workers_daemon(workers_client: Any, second_daemon: str, runtime_image: str,
