@@ -8,6 +8,9 @@ Three layers, so that nothing survives the harness, whatever ends it:
    every registered process group when that pipe closes: on exit, Ctrl-C, SIGTERM or SIGKILL;
 3. the registry of live groups is also kept on disk; the next harness start kills leftovers
    whose owner is dead (for the case where the reaper was killed too).
+
+Scratch directories (``scratch_dir``: the servers' data) are removed by the reaper and, failing it, by
+the next start, the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +45,7 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[int, float] = {}  # pgid -> create_time of the leader
+        self._scratch: list[str] = []  # scratch directories (scratch_dir)
         self._reaper: subprocess.Popen[bytes] | None = None
         self._file = STATE_DIR / f"{os.getpid()}.json"
 
@@ -54,7 +59,7 @@ class _Registry:
             )
 
     def _sync(self) -> None:
-        self._file.write_text(json.dumps({"owner": os.getpid(), "groups": self._groups}))
+        self._file.write_text(json.dumps({"owner": os.getpid(), "groups": self._groups, "scratch": self._scratch}))
 
     def add(self, pgid: int) -> None:
         with self._lock:
@@ -84,6 +89,8 @@ class _Registry:
             assert self._reaper is not None and self._reaper.stdin is not None
             self._reaper.stdin.write(f"S{path}\n".encode())
             self._reaper.stdin.flush()
+            self._scratch.append(str(path))
+            self._sync()
 
     def remove(self, pgid: int) -> None:
         with self._lock:
@@ -185,5 +192,7 @@ def reap_leftovers() -> list[int]:
                 killed.append(int(pgid))
             except ProcessLookupError:
                 pass
+        for scratch in state.get("scratch", []):  # the reaper died too: the servers' data is still there
+            shutil.rmtree(scratch, ignore_errors=True)
         path.unlink(missing_ok=True)
     return killed

@@ -79,12 +79,15 @@ def test_leftovers_of_a_dead_harness_are_cleaned_on_next_start(tmp_path: Path, m
     victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
     dead_owner = subprocess.Popen(["true"])
     dead_owner.wait()
+    scratch = tmp_path / "durabench-data-dead"
+    (scratch / "postgres").mkdir(parents=True)
     (tmp_path / f"{dead_owner.pid}.json").write_text(
-        json.dumps({"owner": dead_owner.pid, "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()}}))
+        json.dumps({"owner": dead_owner.pid, "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()},
+                    "scratch": [str(scratch)]}))
     monkeypatch.setattr(procs, "STATE_DIR", tmp_path)
     assert procs.reap_leftovers() == [victim.pid]
     assert victim.wait(10) == -signal.SIGKILL
-    assert not list(tmp_path.glob("*.json"))
+    assert not list(tmp_path.glob("*.json")) and not scratch.exists()
 
 
 @pytest.mark.real
