@@ -189,7 +189,9 @@ def remove_owned(client: Any, owner: int | None = None, dead_only: bool = False)
     those whose owner process is gone. Returns the names removed."""
     removed: list[str] = []
     filters = {"label": [f"{LABEL}=1"] + ([f"{OWNER}={owner}"] if owner is not None else [])}
-    for container in client.containers.list(all=True, filters=filters):
+    # ignore_removed: a container another cleaner (durabench's own exit, the reaper, another start's
+    # leftover sweep) removes between the listing and its inspection is not an error
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         if dead_only and _owner_alive(container.labels):
             continue
         with contextlib.suppress(Exception):  # already gone, or being removed by another cleaner

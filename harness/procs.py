@@ -8,6 +8,9 @@ Three layers, so that nothing survives the harness, whatever ends it:
    every registered process group when that pipe closes: on exit, Ctrl-C, SIGTERM or SIGKILL;
 3. the registry of live groups is also kept on disk; the next harness start kills leftovers
    whose owner is dead (for the case where the reaper was killed too).
+
+Scratch directories (``scratch_dir``: the servers' data) are removed by the reaper and, failing it, by
+the next start, the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +45,7 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[int, float] = {}  # pgid -> create_time of the leader
+        self._scratch: list[str] = []  # scratch directories (scratch_dir)
         self._reaper: subprocess.Popen[bytes] | None = None
         self._file = STATE_DIR / f"{os.getpid()}.json"
 
@@ -53,7 +59,7 @@ class _Registry:
             )
 
     def _sync(self) -> None:
-        self._file.write_text(json.dumps({"owner": os.getpid(), "groups": self._groups}))
+        self._file.write_text(json.dumps({"owner": os.getpid(), "groups": self._groups, "scratch": self._scratch}))
 
     def add(self, pgid: int) -> None:
         with self._lock:
@@ -76,6 +82,16 @@ class _Registry:
             self._reaper.stdin.write(f"D{os.getpid()}{' ' + daemon if daemon else ''}\n".encode())
             self._reaper.stdin.flush()
 
+    def add_scratch(self, path: Path) -> None:
+        """Tell the reaper to remove directory ``path`` when this process dies (if it is still there)."""
+        with self._lock:
+            self._ensure_reaper()
+            assert self._reaper is not None and self._reaper.stdin is not None
+            self._reaper.stdin.write(f"S{path}\n".encode())
+            self._reaper.stdin.flush()
+            self._scratch.append(str(path))
+            self._sync()
+
     def remove(self, pgid: int) -> None:
         with self._lock:
             self._groups.pop(pgid, None)
@@ -86,6 +102,13 @@ class _Registry:
 
 
 REGISTRY = _Registry()
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory (servers' data) that the reaper removes if the harness dies before it does."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    REGISTRY.add_scratch(path)
+    return path
 
 
 def spawn(
@@ -169,5 +192,7 @@ def reap_leftovers() -> list[int]:
                 killed.append(int(pgid))
             except ProcessLookupError:
                 pass
+        for scratch in state.get("scratch", []):  # the reaper died too: the servers' data is still there
+            shutil.rmtree(scratch, ignore_errors=True)
         path.unlink(missing_ok=True)
     return killed

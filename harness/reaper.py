@@ -2,14 +2,17 @@
 
 Protocol on stdin: ``+PGID`` registers a group, ``-PGID`` forgets it, ``DPID`` says that the harness
 process PID owns Docker containers (harness/dockerhost.py) on the docker CLI's daemon, ``DPID DAEMON``
-on the daemon DAEMON names (a URL or a Docker context: the workers' daemon of a multi-host run). End
-of file (the harness exited, crashed or was SIGKILLed) kills every group still registered, then
-removes every container and network labelled with an owner it was told about, on every daemon named.
+on the daemon DAEMON names (a URL or a Docker context: the workers' daemon of a multi-host run), ``SPATH``
+names a scratch directory of the harness (servers' data: ``procs.scratch_dir``). End of file (the harness
+exited, crashed or was SIGKILLed) kills every group still registered, then removes every container and
+network labelled with an owner it was told about, on every daemon named, then every scratch directory
+still there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 
@@ -18,6 +21,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: set[int] = set()
     docker_owners: set[tuple[int, str]] = set()  # (owner pid, daemon; "" for the docker CLI's)
+    scratch: list[str] = []
     for line in sys.stdin.buffer:
         text = line.strip().decode()
         if text.startswith("+"):
@@ -27,11 +31,21 @@ def main() -> None:
         elif text.startswith("D"):
             pid, _, daemon = text[1:].partition(" ")
             docker_owners.add((int(pid), daemon))
+        elif text.startswith("S"):
+            scratch.append(text[1:])
     for pgid in groups:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    try:
+        _remove_containers(docker_owners)
+    finally:  # the servers that wrote there are dead (above) or their containers removed
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_containers(docker_owners: set[tuple[int, str]]) -> None:
     if not docker_owners:
         return
     from harness import dockerhost

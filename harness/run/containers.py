@@ -38,7 +38,6 @@ import shutil
 import socket
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ from typing import Any
 import psutil
 import yaml
 
-from harness import dockerhost, gobuild
+from harness import dockerhost, gobuild, procs
 from harness.contract import CONFIG_ENV, Engine, EngineContext
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
@@ -406,7 +405,7 @@ class Stack:
         self.server_settings = server_settings
         self.network: Any = None
         self.containers: list[Any] = []
-        self.scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
+        self.scratch = procs.scratch_dir("durabench-data-")
         self.services = ContainerServices({}, self.scratch)
 
     def proxy(self) -> None:

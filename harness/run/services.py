@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -632,7 +631,7 @@ def running(names: tuple[str, ...] | list[str], log_dir: Path, profile: str = "s
     it (temporal-server after postgres) reaches it through the proxy too."""
     if profile not in PROFILES:
         raise ValueError(f"unknown durability profile {profile!r}")
-    scratch = Path(tempfile.mkdtemp(prefix="durabench-data-"))
+    scratch = procs.scratch_dir("durabench-data-")
     group = Services({}, scratch)
     try:
         for name in names:

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests import docker_support
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e, pytest.mark.timeout(1800)]
 STACKS = sorted((ROOT / "compose").glob("*.yaml"))
 HEALTHY_TIMEOUT_S = 120.0
+DOWN_TIMEOUT_S = 120.0
 
 
 def _cli() -> list[str]:
@@ -75,7 +77,17 @@ def test_the_compose_cli_runs_a_stack_s_server(cli: list[str], client: Any, runt
         ran = container.exec_run(["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 5432), 1)"])
         assert ran.exit_code == 0
     finally:
-        subprocess.run([*base, "down", "--volumes", "--timeout", "5"], env=env, capture_output=True, timeout=120,
-                       check=False)
-    assert not client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
-    assert not client.networks.list(filters={"label": f"com.docker.compose.project={project}"})
+        left, down = _down(base, env, client, project)
+    assert not left, f"`down` left {left} behind (removed through the Docker API since): {down}"
+
+
+def _down(base: list[str], env: dict[str, str], client: Any, project: str) -> tuple[list[str], str]:
+    """``down`` of the compose project; then whatever it left (it failed, timed out or missed something) is
+    removed through the Docker API. Returns the names of what was left, and how ``down`` ended."""
+    try:
+        ran = subprocess.run([*base, "down", "--volumes", "--timeout", "5"], env=env, capture_output=True, text=True,
+                             timeout=DOWN_TIMEOUT_S, check=False)
+        how = f"exit {ran.returncode}: {ran.stderr[-1000:]}"
+    except subprocess.TimeoutExpired:
+        how = f"timed out after {DOWN_TIMEOUT_S:g}s"
+    return docker_support.remove_labelled(client, f"com.docker.compose.project={project}"), how

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from harness import dockerhost, ledger
 from harness.run import image, resources
+from tests import docker_support
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e,
@@ -275,26 +275,51 @@ floors: {enabled: false}
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_no_container_outlives_durabench(sig: int, client: Any, runtime_image: str, tmp_path: Path) -> None:
     """SIGKILL: the reaper removes the containers; SIGINT (Ctrl-C): the run's own cleanup does."""
     scenario = tmp_path / "long.yaml"
     scenario.write_text(LONG_RUN)
-    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(tmp_path),
-                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    label = {"label": f"{dockerhost.OWNER}={proc.pid}"}
-    deadline = time.monotonic() + 180
-    while len(client.containers.list(filters=label)) < 3:  # postgres and both workers running
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        assert time.monotonic() < deadline, "the stack did not come up"
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    proc.wait(120)
-    deadline = time.monotonic() + 60
-    while client.containers.list(all=True, filters=label) or client.networks.list(filters=label):
-        assert time.monotonic() < deadline, "containers of a SIGKILLed durabench were left behind"
-        time.sleep(0.2)
+    proc = docker_support.start_run(scenario, tmp_path)
+    label = f"{dockerhost.OWNER}={proc.pid}"
+    docker_support.wait_until(  # postgres and both workers running
+        proc, lambda: len(docker_support.labelled(client, label)) >= 3, "the stack came up")
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [label], tmp_path)
+
+
+LOCUST_LONG_RUN = """
+name: leftover-check-locust
+engines: [dbos]
+deploy: containers
+workload: {steps: 1, step_duration: 10ms}
+load: {rate: 2, warmup: 1s, duration: 120s, generator: locust, locust_workers: 1, front_doors: 1}
+workers: {count: 1}
+floors: {enabled: false}
+"""
+LOCUST_ROLES = ("postgres", "worker-0", "front-0", "locust-master", "locust-worker-0")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_no_container_outlives_a_locust_run(sig: int, client: Any, runtime_image: str, tmp_path: Path) -> None:
+    """load.generator: locust under deploy: containers: signalled once the Locust load runs (a front door,
+    the Locust master and a Locust worker as containers, beside PostgreSQL and a worker), durabench leaves
+    no container and no network of its run behind, and no process."""
+    scenario = tmp_path / "locust.yaml"
+    scenario.write_text(LOCUST_LONG_RUN)
+    proc = docker_support.start_run(scenario, tmp_path)
+    owner = f"{dockerhost.OWNER}={proc.pid}"
+    running: dict[str, Any] = {}
+
+    def locust_runs() -> bool:
+        running.clear()
+        running.update({c.name: c for c in docker_support.labelled(client, owner)})
+        roles = {name.rsplit("-dbos-", 1)[-1] for name in running}
+        return set(LOCUST_ROLES) <= roles
+
+    docker_support.wait_until(proc, locust_runs, "the front door, the Locust master and its worker ran")
+    (run_id,) = {c.labels[dockerhost.RUN] for c in running.values()}
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client], [owner, f"{dockerhost.RUN}={run_id}"],
+                                                  tmp_path)
 
 
 def test_next_start_removes_containers_of_a_dead_owner(client: Any, runtime_image: str) -> None:
@@ -316,6 +341,39 @@ def test_next_start_removes_containers_of_a_dead_owner(client: Any, runtime_imag
                 c.remove(force=True)
             except Exception:  # removed by the test already
                 pass
+
+
+def test_cleanup_goes_on_past_a_container_removed_meanwhile(client: Any, runtime_image: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two cleaners at once (durabench's own exit, the reaper, another start's sweep of dead owners): a container
+    the other one removes between the listing and its inspection is no error, and the rest is still removed.
+    The interleaving is forced: the first inspection removes its container on the daemon first."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    labels = {dockerhost.LABEL: "1", dockerhost.OWNER: str(dead.pid), dockerhost.OWNER_START: "1.0",
+              dockerhost.RUN: "removed-meanwhile"}
+    made = [client.containers.create(runtime_image, ["sleep", "600"], labels=labels, network_mode="none")
+            for _ in range(2)]
+    network = client.networks.create(f"durabench-removed-meanwhile-{os.getpid()}", labels=labels)
+    inspect = client.api.inspect_container
+    other = dockerhost.connect()
+    raced: list[str] = []
+
+    def removed_first(container_id: str) -> Any:
+        if not raced:
+            raced.append(container_id)
+            other.containers.get(container_id).remove(force=True)
+        return inspect(container_id)
+
+    monkeypatch.setattr(client.api, "inspect_container", removed_first)
+    try:
+        removed = dockerhost.remove_owned(client, dead.pid)
+        assert raced and raced[0] in {c.id for c in made}
+        assert set(removed) == {c.name for c in made if c.id != raced[0]} | {network.name}
+        assert docker_support.owned(other, f"{dockerhost.RUN}=removed-meanwhile") == []
+    finally:
+        docker_support.remove_labelled(other, f"{dockerhost.RUN}=removed-meanwhile")
+        other.close()
 
 
 def _create_time() -> float:

@@ -26,6 +26,7 @@ import pytest
 
 from harness import dockerhost, ledger, procs
 from harness.run import resources
+from tests import docker_support
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.real, pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -113,11 +114,6 @@ def workers_client(second_daemon: str) -> Iterator[Any]:
     c.close()
 
 
-def _owned(c: Any, label: str) -> list[str]:
-    return [o.name for o in c.containers.list(all=True, filters={"label": label})] + \
-        [n.name for n in c.networks.list(filters={"label": label})]
-
-
 @pytest.fixture(scope="module")
 def quick_run(client: Any, runtime_image: str, second_daemon: str, workers_client: Any,
               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
@@ -174,7 +170,7 @@ def test_quick_with_workers_on_a_second_daemon(client: Any, workers_client: Any,
         assert series and all(r["source"] == "docker" and r["proc_cpu_s"] is None for r in series)
         assert series[-1]["cpu_s"] > 0.5 and max(r["rss_bytes"] for r in series) > 10e6
     run_label = f"{dockerhost.RUN}={manifest['short_id']}"
-    assert _owned(client, run_label) == [] and _owned(workers_client, run_label) == []
+    assert docker_support.owned(client, run_label) == [] and docker_support.owned(workers_client, run_label) == []
 
 
 LONG_RUN = """
@@ -187,7 +183,7 @@ floors: {enabled: false}
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_no_container_outlives_durabench_on_either_daemon(
         sig: int, client: Any, workers_client: Any, second_daemon: str, quick_run: tuple[Path, dict[str, Any]],
         tmp_path: Path) -> None:
@@ -195,24 +191,14 @@ def test_no_container_outlives_durabench_on_either_daemon(
     already on the second daemon: quick_run put it there)."""
     scenario = tmp_path / "long.yaml"
     scenario.write_text(LONG_RUN)
-    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(tmp_path),
-                             "--quiet", "--workers-docker-host", second_daemon, "--advertise", _advertise()],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = docker_support.start_run(scenario, tmp_path, "--workers-docker-host", second_daemon,
+                                    "--advertise", _advertise())
     label = f"{dockerhost.OWNER}={proc.pid}"
-    deadline = time.monotonic() + 180
-    while len(workers_client.containers.list(filters={"label": label})) < 2:  # both workers running there
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        assert time.monotonic() < deadline, "the workers did not come up on the second daemon"
-        time.sleep(0.2)
-    assert client.containers.list(filters={"label": label})  # and PostgreSQL on the first
-    proc.send_signal(sig)
-    proc.wait(120)
-    deadline = time.monotonic() + 60
-    while _owned(client, label) or _owned(workers_client, label):
-        assert time.monotonic() < deadline, (f"left behind: {_owned(client, label)} (first daemon), "
-                                             f"{_owned(workers_client, label)} (second)")
-        time.sleep(0.2)
+    docker_support.wait_until(  # both workers running there
+        proc, lambda: len(docker_support.labelled(workers_client, label)) >= 2,
+        "the workers came up on the second daemon")
+    assert docker_support.labelled(client, label)  # and PostgreSQL on the first
+    docker_support.signal_and_expect_nothing_left(proc, sig, [client, workers_client], [label], tmp_path)
 
 
 def test_leftovers_on_the_workers_daemon(workers_client: Any, second_daemon: str, runtime_image: str,

@@ -22,7 +22,10 @@ import sys, time
 from harness import procs
 child = procs.spawn(["sleep", "600"])
 grandchild = procs.spawn(["sh", "-c", "sleep 600 & wait"])
-print(child.pid, grandchild.pid, flush=True)
+scratch = procs.scratch_dir("durabench-data-")
+(scratch / "postgres").mkdir()
+(scratch / "postgres" / "PG_VERSION").write_text("18")
+print(child.pid, grandchild.pid, scratch, flush=True)
 time.sleep(600)
 """
 
@@ -51,10 +54,13 @@ def _pgid(pid: int) -> int | None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_children_die_with_the_harness(sig: int, tmp_path: Path) -> None:
-    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path / "tmp")}
     harness = subprocess.Popen([sys.executable, "-c", HARNESS], stdout=subprocess.PIPE, text=True, env=env)
     assert harness.stdout is not None
-    child, grandchild = (int(x) for x in harness.stdout.readline().split())
+    pids, scratch = harness.stdout.readline().rsplit(maxsplit=1)
+    child, grandchild = (int(x) for x in pids.split())
+    assert Path(scratch).parent == tmp_path / "tmp" and (Path(scratch) / "postgres/PG_VERSION").is_file()
     deadline = time.monotonic() + 10
     while len(_group_members(grandchild)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)  # sh has not forked its background sleep yet
@@ -63,18 +69,25 @@ def test_children_die_with_the_harness(sig: int, tmp_path: Path) -> None:
     harness.send_signal(sig)
     harness.wait(10)
     assert _gone(members), "a process the harness started outlived it"
+    deadline = time.monotonic() + 10  # the reaper removes the scratch directory after killing the groups
+    while Path(scratch).exists():
+        assert time.monotonic() < deadline, f"the harness's scratch directory {scratch} outlived it"
+        time.sleep(0.01)
 
 
 def test_leftovers_of_a_dead_harness_are_cleaned_on_next_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
     dead_owner = subprocess.Popen(["true"])
     dead_owner.wait()
+    scratch = tmp_path / "durabench-data-dead"
+    (scratch / "postgres").mkdir(parents=True)
     (tmp_path / f"{dead_owner.pid}.json").write_text(
-        json.dumps({"owner": dead_owner.pid, "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()}}))
+        json.dumps({"owner": dead_owner.pid, "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()},
+                    "scratch": [str(scratch)]}))
     monkeypatch.setattr(procs, "STATE_DIR", tmp_path)
     assert procs.reap_leftovers() == [victim.pid]
     assert victim.wait(10) == -signal.SIGKILL
-    assert not list(tmp_path.glob("*.json"))
+    assert not list(tmp_path.glob("*.json")) and not scratch.exists()
 
 
 @pytest.mark.real
