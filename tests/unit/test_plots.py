@@ -271,3 +271,14 @@ def test_latency_over_time_of_an_engine_that_completed_nothing(run: runs.Run, tm
     assert fig is not None
     fig.savefig(tmp_path / "chart.png")  # drawing is where an empty log axis fails
     assert "no workflow completed" in _texts(fig)
+
+
+def test_variants_are_shades_of_their_engine_and_never_share_a_colour() -> None:
+    from harness.report.plots.common import ENGINE_COLORS, color
+
+    names = ["temporal@timeout-shorter", "temporal@maintainers", "celery@timeout-shorter", "celery@maintainers",
+             "dbos", "temporal", "celery"]
+    colours = [color(n) for n in names]
+    assert len(set(colours)) == len(names), colours
+    assert color("temporal") == ENGINE_COLORS["temporal"] and color("temporal@maintainers") == colours[1]
+    assert all(c.startswith("#") and len(c) == 7 for c in colours)

@@ -47,10 +47,25 @@ def engine_names(runs: RunsArg) -> list[str]:
     return names
 
 
+VARIANT_SHADES = (-0.3, 0.35, -0.55, 0.6)  # towards black (< 0) or white (> 0), by the variant's order
+_variants_seen: dict[str, list[str]] = {}  # engine -> its variants, in the order charts first asked
+
+
 def color(engine: str) -> str:
-    if engine in ENGINE_COLORS:
-        return ENGINE_COLORS[engine]
-    return OTHER_COLORS[sum(map(ord, engine)) % len(OTHER_COLORS)]
+    """An engine's colour; ``engine@variant`` a shade of its engine's (variants of one engine told apart
+    by the order they first appear, which is the scenario's), so that variants of two engines never
+    share a colour."""
+    base, _, variant = engine.partition("@")
+    hue = ENGINE_COLORS.get(base) or OTHER_COLORS[sum(map(ord, base)) % len(OTHER_COLORS)]
+    if not variant:
+        return hue
+    seen = _variants_seen.setdefault(base, [])
+    if variant not in seen:
+        seen.append(variant)
+    amount = VARIANT_SHADES[seen.index(variant) % len(VARIANT_SHADES)]
+    target = 255 if amount > 0 else 0
+    rgb = [int(hue[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (target - c) * abs(amount)):02x}" for c in rgb)
 
 
 def engine_runs(runs: RunsArg, engine: str) -> list[EngineRun]:
