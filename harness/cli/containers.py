@@ -32,7 +32,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE")
         settings[key] = value
-    services.serve(args.service, args.durability, settings, Path(args.data_dir))
+    if args.advertise is not None and args.service != "kafka":
+        raise UserError(f"--advertise is for kafka (its listener published on the host), not {args.service}")
+    services.serve(args.service, args.durability, settings, Path(args.data_dir), args.advertise)
     return 0  # not reached: serve replaces this process with the server
 
 
@@ -44,8 +46,11 @@ def register(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="build even if an image of this content exists")
     p.set_defaults(func=cmd_image_build)
     p = sub.add_parser("serve", help="inside a container: run one server in the foreground")
-    p.add_argument("service", help="postgres | redis | temporal | restate | temporal-server")
+    p.add_argument("service", help="postgres | redis | temporal | restate | temporal-server | kafka")
     p.add_argument("--durability", default="strict", choices=["strict", "relaxed", "volatile"])
     p.add_argument("--data-dir", default="/data", help="data directory (default /data)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a server setting over the profile's")
+    p.add_argument("--advertise", metavar="127.0.0.1:PORT",
+                   help="kafka: the host's address of its port 19092 (published there), advertised to the host's "
+                        "clients")
     p.set_defaults(func=cmd_serve)

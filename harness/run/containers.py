@@ -31,6 +31,7 @@ servers' ports are then also published on the advertised address, the workers' w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -49,10 +50,10 @@ import psutil
 import yaml
 
 from harness import dockerhost, gobuild, procs
-from harness.contract import CONFIG_ENV, Engine, EngineContext
+from harness.contract import CONFIG_ENV, Engine, EngineContext, WorkerConfig
 from harness.errors import ServiceError, UserError
 from harness.ledger import Ledger
-from harness.run import image, services, shipping, temporal_server
+from harness.run import appdb, image, kafka, services, shipping, temporal_server
 from harness.run.proxy import Proxy
 from harness.supervisor import Supervisor
 
@@ -66,6 +67,10 @@ SERVICE_KEYS = {"image", "command", "init", "stop_signal", "shm_size", "ports", 
                 "volumes", "depends_on", "deploy"}
 FRONT_STACK = "front"  # compose/front.yaml: front doors and Locust, joined to an engine's stack
 FRONT_ROLES = ("front", "locust-master", "locust-worker")
+# compose/extras.yaml: servers a scenario adds to a stack without them (kafka for load.source: kafka, postgres for
+# the application database of effect stages)
+EXTRAS_STACK = "extras"
+NOT_ENGINES = (FRONT_STACK, EXTRAS_STACK)
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 # multi-host: a worker container on the workers' daemon holds its config and ledger spool here (no bind mount)
 WORKER_DIR = "/durabench-worker"
@@ -101,8 +106,8 @@ def _interpolate(value: Any, env: dict[str, str], where: str) -> Any:
 def load_stack(engine: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The services of ``compose/<engine>.yaml`` with variables substituted; unknown keys are errors."""
     path = compose_path(engine)
-    if not path.is_file() or engine == FRONT_STACK:
-        known = ", ".join(sorted(p.stem for p in COMPOSE_DIR.glob("*.yaml") if p.stem != FRONT_STACK))
+    if not path.is_file() or engine in NOT_ENGINES:
+        known = ", ".join(sorted(p.stem for p in COMPOSE_DIR.glob("*.yaml") if p.stem not in NOT_ENGINES))
         raise UserError(f"engine {engine!r} has no container stack compose/{path.name} (stacks: {known}); "
                         "run it with deploy: processes")
     out = _load(path, env)
@@ -120,6 +125,11 @@ def load_front(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     if missing:
         raise UserError(f"{path}: no service for {missing} (needed: {', '.join(FRONT_ROLES)})")
     return out
+
+
+def load_extras(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The services of compose/extras.yaml: the servers a scenario may add to an engine's stack."""
+    return _load(compose_path(EXTRAS_STACK), env)
 
 
 def _load(path: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -293,10 +303,17 @@ class ContainerService:
         self._read_description()
         if self.name == "postgres":
             services._wait_postgres(self)  # type: ignore[arg-type]  # reads .url and .log only
+        elif self.name == "kafka":  # and answers the host too, on the address its second listener advertises
+            kafka.wait_answers(self.url, self._alive, f"see the log of container {self.container.name}")
         elif self.name == temporal_server.NAME:  # the server creates only temporal-system: as for processes
             retention = str(self.settings.get("namespace_retention", temporal_server.DEFAULTS["namespace_retention"]))
             temporal_server.create_namespace(services.temporal_binary(), self.url, self._running, retention,
                                              self.log.with_name(f"{self.name}-setup.log"))
+
+    def _alive(self) -> bool:
+        if not self._running():
+            raise ServiceError(f"container {self.container.name} exited while starting")
+        return True
 
     def _running(self) -> bool:
         self.container.reload()
@@ -415,9 +432,15 @@ class Stack:
             self.services.proxies[name].start()
 
     def up(self, service_names: tuple[str, ...]) -> None:
+        added = [s for s in service_names if s not in self.specs]
+        if added:  # kafka (load.source: kafka), postgres (the application database): from compose/extras.yaml
+            # kafka advertises the host's address of its published port: chosen here, before its command is read
+            extras = load_extras({**self.env, "DURABENCH_KAFKA_PORT": str(services.free_port())})
+            self.specs.update({s: extras[s] for s in added if s in extras})
         missing = [s for s in service_names if s not in self.specs]
         if missing:
-            raise UserError(f"{compose_path(self.engine)}: no service for {missing} (the engine needs {service_names})")
+            raise UserError(f"{compose_path(self.engine)}: no service for {missing} (the engine needs {service_names}; "
+                            f"{compose_path(EXTRAS_STACK).name} adds {', '.join(load_extras(self.env))})")
         self.network = self._create_network(self.client, self.prefix)
         if self.workers is not None:  # named apart: the workers' daemon may be this one under another URL
             self.worker_net = self._create_network(self.workers.client, f"{self.prefix}-workers")
@@ -436,7 +459,8 @@ class Stack:
             container.start()
             container.reload()
             port = services.CONTAINER_PORTS[name]
-            svc.port = _published_port(container, port)
+            # kafka: the host's clients use its second listener (the one that advertises the published address)
+            svc.port = _published_port(container, kafka.CONTAINER_HOST_PORT if name == "kafka" else port)
             svc.url = _url(name, "127.0.0.1", svc.port)
             # the workers reach the servers by name on the stack's network, or on another daemon through
             # the port published on the advertised address
@@ -666,7 +690,18 @@ class ContainerSupervisor(Supervisor):
         return _Slot(self, index)
 
     def endpoints(self) -> dict[str, str]:
-        return dict(self.stack.services.inner_endpoints)  # service names on the run's Docker network
+        out = dict(self.stack.services.inner_endpoints)  # service names on the run's Docker network
+        if "app_db" in self.ctx.endpoints:  # the application database, on the stack's postgres
+            out["app_db"] = appdb.database_url(out["postgres"])
+        return out
+
+    def config(self, index: int) -> WorkerConfig:
+        """The worker's configuration; its consumer bootstraps from kafka's listener on the stack's network."""
+        config = super().config(index)
+        if config.events is None:
+            return config
+        return dataclasses.replace(config, events=dataclasses.replace(
+            config.events, bootstrap=self.stack.services.inner_endpoints["kafka"]))
 
     def config_path(self, index: int) -> Path:
         path = super().config_path(index)

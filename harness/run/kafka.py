@@ -17,6 +17,12 @@ Settings that matter, recorded in the manifest with the rest:
 - ``broker.session.timeout.ms=3000`` and ``broker.heartbeat.interval.ms=1000``: after a SIGKILL the
   restarted broker is refused (``DUPLICATE_BROKER_REGISTRATION``) until its old session expires;
   with Kafka's defaults (9 s / 2 s) a restart took 12-19 s here, with these 5.4 s.
+
+As a container (``durabench serve kafka``, compose/extras.yaml) the same properties get two client
+listeners, since a Kafka client connects to the address the broker advertises, not the one it
+bootstrapped from: ``PLAINTEXT`` on :data:`CONTAINER_PORT` advertised as ``kafka:9092`` (the service
+name, for the worker containers on the stack's network) and ``HOST`` on :data:`CONTAINER_HOST_PORT`
+advertised as the loopback address its port is published on (the driver's producer and lag sampler).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,9 @@ HEAP = "-Xmx512m"
 FETCH_TIMEOUT_S = 900.0
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.2
+CONTAINER_PORT = 9092  # in a container: the listener of the stack's network (advertised as kafka:9092)
+CONTAINER_HOST_PORT = 19092  # in a container: the listener published on the host's loopback
+CONTAINER_CONTROLLER_PORT = 9093
 
 PROFILE_SETTINGS: dict[str, dict[str, str]] = {
     "strict": {"log.flush.interval.messages": "1"},  # = flush.messages=1 on every topic
@@ -163,18 +173,29 @@ def cluster_id() -> str:
     return text
 
 
+def _listeners(port: int, controller_port: int, published: str | None) -> dict[str, str]:
+    if published is None:  # a process on loopback: one client listener
+        return {"listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"}
+    # a container: the stack's network under the service name, and the host through the published port
+    return {"listeners": (f"PLAINTEXT://0.0.0.0:{port},HOST://0.0.0.0:{CONTAINER_HOST_PORT},"
+                          f"CONTROLLER://127.0.0.1:{controller_port}"),
+            "advertised.listeners": f"PLAINTEXT://kafka:{port},HOST://{published}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,HOST:PLAINTEXT,CONTROLLER:PLAINTEXT"}
+
+
 def properties(data_dir: Path, port: int, controller_port: int, profile: str,
-               overrides: dict[str, Any] | None = None) -> dict[str, str]:
-    """server.properties of a single-node KRaft broker+controller on loopback."""
+               overrides: dict[str, Any] | None = None, published: str | None = None) -> dict[str, str]:
+    """server.properties of a single-node KRaft broker+controller on loopback; ``published`` (in a
+    container): the host's address of the ``HOST`` listener (``127.0.0.1:PORT``), see the module's doc."""
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        **_listeners(port, controller_port, published),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir / "logs"),
         "metadata.log.dir": str(data_dir / "metadata"),
         "offsets.topic.replication.factor": "1",
@@ -200,13 +221,13 @@ def java_argv(libs: Path, main: str, *args: str) -> list[str]:
 
 
 def prepare(data_dir: Path, port: int, controller_port: int, profile: str, log: Path,
-            overrides: dict[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
+            overrides: dict[str, Any] | None = None, published: str | None = None) -> tuple[list[str], dict[str, str]]:
     """Fetch the jars if needed, write server.properties and format the storage (once per data
     directory); returns the broker's command line and its settings."""
     libs = ensure_jars()
     (libs.parent / "log4j2.properties").write_text(_LOG4J2)
     data_dir.mkdir(parents=True, exist_ok=True)
-    props = properties(data_dir, port, controller_port, profile, overrides)
+    props = properties(data_dir, port, controller_port, profile, overrides, published)
     config = data_dir / "server.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     if not (data_dir / "metadata" / "meta.properties").is_file():
@@ -225,15 +246,24 @@ def prepare(data_dir: Path, port: int, controller_port: int, profile: str, log: 
 def wait_ready(bootstrap: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Until the broker answers a metadata request naming itself (after a SIGKILL the port may open
     while the broker still waits for its old session to expire)."""
+    def alive() -> bool:
+        if proc.poll() is not None:
+            raise ServiceError(f"kafka exited with code {proc.returncode} while starting; see {log}")
+        return True
+
+    wait_answers(bootstrap, alive, f"see {log}", timeout_s)
+
+
+def wait_answers(bootstrap: str, alive: Callable[[], bool], where: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until the broker at ``bootstrap`` answers a metadata request naming a broker; ``alive()`` is asked
+    between attempts (it raises when the broker's process or container is gone); ``where``: where its log is."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000,
                          "log_level": 0})
     deadline = time.monotonic() + timeout_s
     last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceError(f"kafka exited with code {proc.returncode} while starting; see {log}")
+    while time.monotonic() < deadline and alive():
         try:
             meta = admin.list_topics(timeout=2)
             if meta.brokers:
@@ -241,8 +271,25 @@ def wait_ready(bootstrap: str, proc: subprocess.Popen[bytes], log: Path, timeout
         except Exception as exc:  # KafkaException while the broker is not up yet
             last = str(exc)
         time.sleep(READY_POLL_S)
-    raise ServiceError(f"kafka did not answer on {bootstrap} within {timeout_s:.0f}s ({last}); see {log}")
+    raise ServiceError(f"kafka did not answer on {bootstrap} within {timeout_s:.0f}s ({last}); {where}")
+
+
+def answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """One metadata request: the broker at ``bootstrap`` answers naming a broker (a container's health check:
+    ``python -m harness.run.kafka 127.0.0.1:9092``)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000,
+                         "log_level": 0})
+    try:
+        return bool(admin.list_topics(timeout=timeout_s).brokers)
+    except Exception:  # KafkaException: not up (yet)
+        return False
 
 
 def version() -> str:
     return f"Apache Kafka {KAFKA_VERSION} (kafka_{SCALA_VERSION}, KRaft), Java {java_version()}"
+
+
+if __name__ == "__main__":  # the health check of the kafka container: exit 0 when the broker answers
+    sys.exit(0 if answers(sys.argv[1]) else 1)

@@ -145,8 +145,10 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
     engines = {name: registry.load(name) for name in scenario.engines}
     workload = scenario.workload.to_workload()
     events = scenario.load.source == "kafka"
-    if events and scenario.deploy == "containers":
-        raise UserError("load.source: kafka runs its broker as a process: it needs deploy: processes")
+    if events and scenario.containers.workers_daemon:
+        raise UserError("load.source: kafka with containers.workers_daemon: the broker advertises its service name on "
+                        "the stack's network, which worker containers on another daemon do not reach; run it without "
+                        "workers_daemon")
     for name, engine in engines.items():
         if events and event_consumer(engine) is None:
             raise UserError(f"engine {name!r} does not consume events (load.source: kafka needs an adapter with an "
@@ -342,7 +344,7 @@ def _servers(engine: Engine, engine_name: str, scenario: Scenario, variant: Vari
                               proxied=scenario.needs_proxy) as svc:
             yield svc, None
         return
-    with containers.running(deploy.client, deploy.image, engine_name, engine.services, run_id, edir,
+    with containers.running(deploy.client, deploy.image, engine_name, tuple(names or engine.services), run_id, edir,
                             scenario.durability, settings, scenario.workers.count,
                             proxied=scenario.needs_proxy, workers_daemon=deploy.workers) as stack:
         yield stack.services, stack

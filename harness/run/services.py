@@ -524,9 +524,18 @@ def _temporal_server(data_dir: Path, log: Path, profile: str, overrides: dict[st
 
 
 def _kafka(data_dir: Path, log: Path, profile: str, overrides: dict[str, Any] | None = None,
-           group: Services | None = None) -> Service:
-    port, controller_port = free_port(), free_port()
-    argv, settings = kafka.prepare(data_dir, port, controller_port, profile, log, overrides)
+           group: Services | None = None, host: str = "127.0.0.1", port: int | None = None,
+           published: str | None = None) -> Service:
+    """A broker on loopback, or with ``port`` given (``durabench serve kafka`` in a container) on the
+    container's fixed ports with its second listener advertised as ``published`` (harness/run/kafka.py)."""
+    if port is None:
+        port, controller_port = free_port(), free_port()
+    else:
+        controller_port = kafka.CONTAINER_CONTROLLER_PORT
+        if published is None:
+            raise ServiceError("durabench serve kafka needs --advertise 127.0.0.1:PORT (where its port "
+                               f"{kafka.CONTAINER_HOST_PORT} is published on the host)")
+    argv, settings = kafka.prepare(data_dir, port, controller_port, profile, log, overrides, published)
     return Service("kafka", f"127.0.0.1:{port}", port, argv, data_dir, log, settings, kafka.version(),
                    after_start=_wait_kafka)
 
@@ -542,25 +551,27 @@ _FACTORIES = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "re
 SERVICE_NAMES = tuple(_FACTORIES)
 # the port of each server the runtime image serves (temporal: +1 HTTP, +2 metrics; restate: its ingress, the
 # admin API at RESTATE_ADMIN_PORT; temporal-server: its frontend, the rest in temporal_server.CONTAINER_PORTS)
-CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "temporal": 7233, "restate": 8080, NAME_TEMPORAL_SERVER: 7233}
+CONTAINER_PORTS = {"postgres": 5432, "redis": 6379, "temporal": 7233, "restate": 8080, NAME_TEMPORAL_SERVER: 7233,
+                   "kafka": kafka.CONTAINER_PORT}
 DESCRIBE_PREFIX = "durabench-service "
 
 
-def serve(name: str, profile: str, settings: dict[str, Any], data_dir: Path) -> None:
+def serve(name: str, profile: str, settings: dict[str, Any], data_dir: Path, advertise: str | None = None) -> None:
     """Inside a container (``durabench serve``): prepare the data directory, print the server's
     description (one line starting with DESCRIBE_PREFIX, read back by harness/run/containers.py), then
     replace this process with the server, listening on every interface of the container at its
     standard port. Only the container's network can reach it; the host reaches it through a port
-    published on loopback."""
+    published on loopback (``advertise``: kafka's address there, which its second listener advertises)."""
     import json
     import pwd
 
     factories = {"postgres": _postgres, "redis": _redis, "temporal": _temporal, "restate": _restate,
-                 NAME_TEMPORAL_SERVER: _temporal_server}  # the servers of the image
+                 NAME_TEMPORAL_SERVER: _temporal_server, "kafka": _kafka}  # the servers of the image
     if name not in factories:
         raise ValueError(f"unknown service {name!r} (known: {', '.join(factories)})")
+    extra: dict[str, Any] = {"published": advertise} if name == "kafka" else {}
     svc = factories[name](data_dir, data_dir / f"{name}.log", profile, settings, host="0.0.0.0",
-                          port=CONTAINER_PORTS[name])
+                          port=CONTAINER_PORTS[name], **extra)
     if name == "postgres":  # initdb trusts loopback only; here the peers are the stack's containers
         hba = data_dir / "pgdata" / "pg_hba.conf"
         rule = "host all all 0.0.0.0/0 trust  # durabench serve: the container's network only\n"

@@ -14,7 +14,7 @@ from harness.errors import ScenarioError, UserError
 from harness.run import containers, image
 from tests.conftest import ROOT
 
-STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml") if p.stem != containers.FRONT_STACK)
+STACKS = sorted(p.stem for p in (ROOT / "compose").glob("*.yaml") if p.stem not in containers.NOT_ENGINES)
 
 
 def test_every_engine_has_a_stack_named_after_it() -> None:
@@ -86,6 +86,32 @@ def test_the_front_part_serves_every_role_of_a_locust_load() -> None:
                                                       str(locustload.MASTER_PORT)]
     with pytest.raises(UserError, match="no container stack"):  # not an engine's stack
         containers.load_stack(containers.FRONT_STACK, {"DURABENCH_WORK_DIR": "/"})
+
+
+def test_the_extras_add_kafka_with_two_listeners_and_an_application_database(tmp_path: Path) -> None:
+    """compose/extras.yaml: kafka's published port is the one its host listener advertises; the same
+    server.properties as the process mode, with a listener per network; postgres as in the engines' stacks."""
+    from harness.run import kafka, services
+
+    extras = containers.load_extras({"DURABENCH_WORK_DIR": "/runs/x", "DURABENCH_KAFKA_PORT": "41234"})
+    assert sorted(extras) == ["kafka", "postgres"]
+    assert extras["postgres"] == containers.load_stack("dbos", {"DURABENCH_WORK_DIR": "/runs/x"})["postgres"]
+    cmd = extras["kafka"]["command"]
+    assert cmd[:3] == ["durabench", "serve", "kafka"] and cmd[-2:] == ["--advertise", "127.0.0.1:41234"]
+    assert containers._ports(extras["kafka"]["ports"]) == {f"{kafka.CONTAINER_HOST_PORT}/tcp": [("127.0.0.1", 41234)]}
+    assert extras["kafka"]["healthcheck"]["test"][-1] == f"127.0.0.1:{services.CONTAINER_PORTS['kafka']}"
+    with pytest.raises(UserError, match="no container stack"):  # not an engine's stack
+        containers.load_stack(containers.EXTRAS_STACK, {"DURABENCH_WORK_DIR": "/"})
+    inside = kafka.properties(tmp_path, kafka.CONTAINER_PORT, kafka.CONTAINER_CONTROLLER_PORT, "strict",
+                              published="127.0.0.1:41234")
+    assert inside["advertised.listeners"] == "PLAINTEXT://kafka:9092,HOST://127.0.0.1:41234"
+    assert inside["listeners"] == "PLAINTEXT://0.0.0.0:9092,HOST://0.0.0.0:19092,CONTROLLER://127.0.0.1:9093"
+    assert "HOST:PLAINTEXT" in inside["listener.security.protocol.map"]
+    process = kafka.properties(tmp_path, 5000, 5001, "strict")
+    assert process["advertised.listeners"] == "PLAINTEXT://127.0.0.1:5000"
+    same = {k for k in process if "listener" not in k and k != "controller.quorum.bootstrap.servers"}
+    assert {k: inside[k] for k in same} == {k: process[k] for k in same}  # the durability profile included
+    assert inside["log.flush.interval.messages"] == "1"
 
 
 def test_ports_are_loopback_only() -> None:
@@ -190,6 +216,11 @@ def test_runner_refuses_what_containers_cannot_run() -> None:
               "load": {**BASE["load"], "generator": "locust", "locust_remote_workers": 1}}
     with pytest.raises(UserError, match="locust_remote_workers needs deploy: processes"):
         runner.validate(scenario.parse(locust, "s.yaml"))
+    events = {**BASE, "deploy": "containers", "load": {**BASE["load"], "source": "kafka"}}
+    assert list(runner.validate(scenario.parse(events, "s.yaml"))) == ["dbos"]
+    far = {**events, "containers": {"workers_daemon": "tcp://10.0.0.9:2375", "advertise": "10.0.0.1"}}
+    with pytest.raises(UserError, match=r"load\.source: kafka with containers\.workers_daemon"):
+        runner.validate(scenario.parse(far, "s.yaml"))
     external = {**BASE, "deploy": "containers", "services": {"postgres": {"url": "postgresql://u@db:5432/x"}}}
     with pytest.raises(UserError, match="external services"):
         runner.validate(scenario.parse(external, "s.yaml"))
