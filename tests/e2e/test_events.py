@@ -23,18 +23,24 @@ pytestmark = [pytest.mark.e2e, pytest.mark.real,
               pytest.mark.skipif(kafka.unavailable_reason() is not None, reason=str(kafka.unavailable_reason()))]
 
 
-def _scenario(engine: str) -> scenario.Scenario:
+def _scenario(engine: str, **more: Any) -> scenario.Scenario:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "scenarios" / "usecases" / "exactly-once-events.yaml").read_text())
     doc.update(engines=[engine], faults=[{"kind": "kill-worker", "target": "worker:0", "at": "3s"}],
                load={"source": "kafka", "partitions": 4, "rate": 10, "warmup": "0s", "duration": "8s",
                      "drain_timeout": "90s", "drain_quiet": "60s"},
-               workers={"count": 2, "restart_delay": "500ms"}, resources={"interval": 0})
+               workers={"count": 2, "restart_delay": "500ms"}, resources={"interval": 0}, **more)
     return scenario.parse(doc, "exactly-once-events.yaml")
 
 
 @pytest.mark.parametrize("engine", ["dbos", "temporal"])
 def test_a_consumer_kill_keeps_the_counts_equal_to_the_table(engine: str, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    run_and_check(_scenario(engine), engine, tmp_path, monkeypatch)
+
+
+def run_and_check(sc: scenario.Scenario, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run ``sc`` (one engine, worker:0 killed), then check its event figures against the live table; returns
+    the run directory (tests/real/test_containers_events.py runs it under deploy: containers)."""
     direct: list[Counter[str]] = []
     dump = appdb.dump
 
@@ -47,7 +53,7 @@ def test_a_consumer_kill_keeps_the_counts_equal_to_the_table(engine: str, tmp_pa
         dump(server_url, path)
 
     monkeypatch.setattr(appdb, "dump", select_then_dump)
-    run_dir = runner.run(_scenario(engine), tmp_path / "out", progress=False)
+    run_dir = runner.run(sc, tmp_path / "out", progress=False)
     summary = analysis.analyze(run_dir)
     e = summary["engines"][engine]
     assert e["status"] == "ok", e.get("error")
@@ -76,6 +82,7 @@ def test_a_consumer_kill_keeps_the_counts_equal_to_the_table(engine: str, tmp_pa
         report = html.write_run(run_dir, results.load_manifest(run_dir), summary).read_text()
         assert "## Use case" in report and f"| {engine} | {acked} |" in report
         assert (run_dir / "charts" / "use-case.png").stat().st_size > 10_000  # bars and the lag over time
+    return run_dir
 
 
 def _acknowledged(run_dir: Path, engine: str) -> list[str]:
