@@ -85,7 +85,8 @@ def create_topic(spec: EventSpec) -> None:
 def describe(spec: EventSpec, profile_settings: dict[str, Any]) -> dict[str, Any]:
     """The manifest's record of the event source."""
     return {
-        "broker": spec.broker, "topic": spec.topic, "partitions": spec.partitions, "group_id": spec.group_id,
+        "broker": spec.broker, "bootstrap": spec.bootstrap,  # as the driver reaches it
+        "topic": spec.topic, "partitions": spec.partitions, "group_id": spec.group_id,
         "producer": PRODUCER_SETTINGS,
         "flush": {k: v for k, v in profile_settings.items() if k.startswith("log.flush")} or "Kafka default (no "
                  "fsync on produce: the page cache)",

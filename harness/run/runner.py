@@ -305,6 +305,8 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
                 spec = eventsource.spec_for(endpoints["kafka"], run_id, name, scenario.load.partitions)
                 eventsource.create_topic(spec)
                 info["events"] = eventsource.describe(spec, svc.services["kafka"].settings)
+                if stack is not None:  # the worker containers' consumers: the listener of the stack's network
+                    info["events"]["consumer_bootstrap"] = stack.services.inner_endpoints["kafka"]
                 info["events"]["consumer"] = event_consumer(engine)
                 info["events"]["consumer_settings"] = event_consumer_settings(engine)
             ctx = EngineContext(engine_name, run_id, endpoints, workload, scenario.workers.count, settings, edir,

@@ -28,7 +28,8 @@ def _scenario(engine: str, **more: Any) -> scenario.Scenario:
     doc.update(engines=[engine], faults=[{"kind": "kill-worker", "target": "worker:0", "at": "3s"}],
                load={"source": "kafka", "partitions": 4, "rate": 10, "warmup": "0s", "duration": "8s",
                      "drain_timeout": "90s", "drain_quiet": "60s"},
-               workers={"count": 2, "restart_delay": "500ms"}, resources={"interval": 0}, **more)
+               workers={"count": 2, "restart_delay": "500ms"}, resources={"interval": 0})
+    doc.update(more)
     return scenario.parse(doc, "exactly-once-events.yaml")
 
 

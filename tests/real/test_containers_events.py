@@ -33,6 +33,7 @@ def test_events_as_containers_with_a_consumer_kill_and_a_broker_restart(client: 
     assert broker["inner_url"] == f"kafka:{kafka.CONTAINER_PORT}" and broker["container"].endswith("-kafka")
     host = broker["url"]
     assert host.startswith("127.0.0.1:") and info["events"]["bootstrap"] == host  # the driver: the published port
+    assert info["events"]["consumer_bootstrap"] == broker["inner_url"]
     assert broker["settings"]["advertised.listeners"] == f"PLAINTEXT://kafka:{kafka.CONTAINER_PORT},HOST://{host}"
     assert broker["settings"]["log.flush.interval.messages"] == "1"  # strict, as for the process
     assert broker["version"].startswith(f"Apache Kafka {kafka.KAFKA_VERSION}")
