@@ -27,19 +27,30 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: step.py COMMAND [ARG...]", file=sys.stderr)
         return 2
+    parent = os.getppid()
     os.setpgid(0, 0)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # inherited by the command: Ctrl-C works there
-    child = subprocess.Popen(argv, process_group=0)
+    child: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []  # a signal that came before the command started: passed on once it has
 
-    def forward(_signum: int, _frame: object) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        if child is None:
+            pending.append(signum)
+            return
         try:
             os.killpg(child.pid, signal.SIGINT)
         except ProcessLookupError:
             pass
 
+    # caught, not ignored: the command starts with each at its default (a caught signal is reset by
+    # exec), so Ctrl-C works there
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the shell died before the parent-death signal was armed
+        return 128 + signal.SIGTERM
+    child = subprocess.Popen(argv, process_group=0)
+    if pending:
+        forward(pending[0], None)
     code = child.wait()
     return 128 - code if code < 0 else code
 

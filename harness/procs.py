@@ -178,8 +178,8 @@ def reap_leftovers() -> list[int]:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
             continue
-        if psutil.pid_exists(state["owner"]) and state["owner"] != os.getpid():
-            continue
+        if state["owner"] == os.getpid() or psutil.pid_exists(state["owner"]):
+            continue  # a live harness's, or our own: our registry (this very file) owns those groups
         for pgid, created in state["groups"].items():
             try:
                 leader = psutil.Process(int(pgid))

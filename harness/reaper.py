@@ -15,6 +15,10 @@ import os
 import shutil
 import signal
 import sys
+import time
+
+DEATH_WAIT_S = 5.0  # how long the killed groups get to be gone before their data is removed
+RMTREE_TRIES = 5
 
 
 def main() -> None:
@@ -40,9 +44,27 @@ def main() -> None:
             pass
     try:
         _remove_containers(docker_owners)
-    finally:  # the servers that wrote there are dead (above) or their containers removed
+    finally:  # the servers that wrote there are dead (below) or their containers removed
+        _wait_gone(groups, DEATH_WAIT_S)
         for path in scratch:
-            shutil.rmtree(path, ignore_errors=True)
+            for _ in range(RMTREE_TRIES):  # a file created while the tree was being removed: once more
+                shutil.rmtree(path, ignore_errors=True)
+                if not os.path.exists(path):
+                    break
+                time.sleep(0.1)
+
+
+def _wait_gone(groups: set[int], timeout_s: float) -> None:
+    """Until no process of ``groups`` is left (a SIGKILLed server may still be exiting, and write), or
+    the timeout."""
+    deadline = time.monotonic() + timeout_s
+    for pgid in groups:
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.02)
 
 
 def _remove_containers(docker_owners: set[tuple[int, str]]) -> None:

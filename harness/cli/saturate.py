@@ -249,7 +249,9 @@ def step_scenario(sc: Scenario, key: str, rate: float, repetition: int, cfg: Sat
         overrides={**sc.overrides, "saturate_step": {"rate": rate, "repetition": repetition}},
     )
     doc["engine_settings"] = {k: v for k, v in doc["engine_settings"].items() if k == name}
-    return Scenario.model_validate(doc)
+    step = Scenario.model_validate(doc)
+    step._source_file = sc.source_file  # each step's manifest names the file the search came from
+    return step
 
 
 def saturate(sc: Scenario, cfg: SaturateSpec, out: Path, refine: int = 0, progress: bool = True,

@@ -214,15 +214,20 @@ def verdict_lines(runs: list[Run]) -> list[str]:
         under = f"under {', '.join(faults)}" if faults else "with no fault injected"
         correct = sum(1 for s in sums if s["verdict"] == checker.CORRECT)
         unverified = [s for s in sums if s["verdict"] == checker.UNVERIFIED]
-        if all(s["verdict"] == checker.INTERRUPTED for s in sums):
+        interrupted = sum(1 for s in sums if s["verdict"] == checker.INTERRUPTED)
+        no_anomaly = correct + len(unverified) + interrupted == len(sums)  # no run counted a violation
+        cut = f"; {interrupted} interrupted (no verdict)" if interrupted else ""
+        if interrupted == len(sums):
             head = "**interrupted** (partial results, no verdict)"
         elif correct == len(sums):
             head = "**correct**"
-        elif unverified and correct + len(unverified) == len(sums):  # no anomaly counted, a check without evidence
+        elif unverified and no_anomaly:  # no anomaly counted, a check without evidence
             missing = {k: v for s in unverified for k, v in (s.get("not_measured") or {}).items()}
             what = "; ".join(f"{k} not measured: {why}" for k, why in missing.items())
             head = ("**not verified**" + (f" in {len(unverified)} of {len(sums)} runs" if len(sums) > 1 else "")
-                    + f" (no anomaly counted, but {what}; no exactly-once claim without that count)")
+                    + f" (no anomaly counted, but {what}; no exactly-once claim without that count{cut})")
+        elif no_anomaly:  # correct where a verdict was reached, the other runs cut short
+            head = f"**correct in {correct} of {len(sums)} runs**{cut}"
         elif correct == 0:
             head = "**NOT correct**"
         else:

@@ -74,7 +74,7 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
         reason = engine.unavailable_reason()
         if reason:
             raise UserError(f"engine {name!r} cannot run here: {reason}")
-    if scenario.load.source == "kafka":
+    if scenario.load.source == "kafka" and scenario.deploy != "containers":  # the image holds Java and the jars
         from harness.run import kafka
 
         reason = kafka.unavailable_reason()

@@ -90,6 +90,25 @@ def test_leftovers_of_a_dead_harness_are_cleaned_on_next_start(tmp_path: Path, m
     assert not list(tmp_path.glob("*.json")) and not scratch.exists()
 
 
+def test_the_next_start_leaves_its_own_process_s_live_groups_alone(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started in a process that already runs servers (a suite, a test module's fixture, a notebook)
+    must not kill them, nor remove their data: the registry file of this very process is live."""
+    victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        scratch = tmp_path / "durabench-data-mine"
+        (scratch / "postgres").mkdir(parents=True)
+        (tmp_path / f"{os.getpid()}.json").write_text(
+            json.dumps({"owner": os.getpid(), "groups": {str(victim.pid): psutil.Process(victim.pid).create_time()},
+                        "scratch": [str(scratch)]}))
+        monkeypatch.setattr(procs, "STATE_DIR", tmp_path)
+        assert procs.reap_leftovers() == []
+        assert victim.poll() is None and scratch.exists() and (tmp_path / f"{os.getpid()}.json").exists()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 @pytest.mark.real
 def test_services_start_on_loopback_and_stop(tmp_path: Path) -> None:
     with services.running(["postgres", "redis", "temporal"], tmp_path) as svc:

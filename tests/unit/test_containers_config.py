@@ -189,9 +189,21 @@ def test_building_the_wheels_leaves_the_image_hash_alone(tmp_path: Path, monkeyp
     """``pip wheel`` writes build/ and egg-info into a plugin's tree: the hash must not see them, or the
     tree hashes differently after its first build and the next start builds the image again (seen in
     CI: two images of one checkout, ``durabench:latest`` on the first)."""
-    before = image.content_hash("sha256:base")
-    image.project_wheel(tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("*.whl"))[:1] and image.content_hash("sha256:base") == before
+    import shutil
+
+    copy = tmp_path / "copy"  # a fresh checkout's sources (this tree may hold a build/ already)
+    skip = shutil.ignore_patterns("build", "dist", "__pycache__", "*.egg-info", ".*_cache")
+    for top in image.SOURCE_DIRS:
+        shutil.copytree(image.ROOT / top, copy / top, ignore=skip)
+    for name in image.SOURCE_FILES:
+        shutil.copy(image.ROOT / name, copy / name)
+    with monkeypatch.context() as m:
+        m.setattr(image, "ROOT", copy)
+        before = image.content_hash("sha256:base")
+        image.project_wheel(tmp_path / "dist")
+        assert (copy / image.PLUGINS[0] / "build").is_dir()  # what pip wheel leaves in the tree
+        assert len(list((tmp_path / "dist").glob("*.whl"))) == 1 + len(image.PLUGINS)
+        assert image.content_hash("sha256:base") == before
     tree = tmp_path / "tree"
     (tree / "harness" / "build").mkdir(parents=True)
     (tree / "harness" / "x.py").write_text("x = 1\n")

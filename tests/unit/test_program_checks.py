@@ -126,6 +126,10 @@ def test_a_run_whose_effects_table_was_not_read_is_reported_unverified_never_cor
     assert "**correct**" not in line and "**not verified** (no anomaly counted, but effects not measured: " \
         "effects.json was not written; no exactly-once claim" in line
     assert compare.engine_table([compare.Side("A", str(run_dir), [loaded])], "alpha")[1] == ["verdict", label]
+    cut = runs.load_run(run_dir)  # a repetition cut short beside it: still no anomaly, never "NOT correct"
+    cut.engines["alpha"].summary = {**cut.engines["alpha"].summary, "verdict": "interrupted"}
+    line = htmlreport.verdict_lines([loaded, cut])[0]
+    assert "NOT correct" not in line and "**not verified** in 1 of 2 runs" in line and "1 interrupted" in line
 
 
 def test_timer_fired_early_is_a_violation_and_lateness_a_distribution() -> None:

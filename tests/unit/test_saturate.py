@@ -165,8 +165,10 @@ def test_variants_expand_into_engine_runs_and_saturate_steps() -> None:
     assert sc.server_settings_for(variant) == {"postgres": {"wal_buffers": "16MB", "synchronous_commit": False}}
     assert sc.engine_settings_for("dbos", variant) == {"sys_db_pool_size": 4}
     assert sc.engine_settings_for("memory", variant) == {}
+    sc._source_file = "scenarios/sweep.yaml"  # as scenario.load sets it
     step = saturate.step_scenario(sc, "dbos@async", 42.0, 1, sc.saturate)
     assert step.engines == ["dbos"] and [v.name for v in step.variants] == ["async"]
+    assert step.source_file == "scenarios/sweep.yaml"  # each step's manifest names the searched file
     assert [k for k, _, _ in step.runs()] == ["dbos@async"] and step.load.rate == 42.0
     with pytest.raises(scenario.ScenarioError, match=r"server_settings\.temporal"):
         scenario.parse({"name": "x", "engines": ["memory"], "server_settings": {"temporal": {"a": 1}}}, "x.yaml")
