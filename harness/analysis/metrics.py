@@ -40,8 +40,9 @@ summaries report milliseconds (fields end in ``_ms``), seconds (``_s``) or rates
   targeted worker dequeued it (``EngineRecord.detail``: ``dequeued_by`` a targeted worker, and
   ``dequeued_ns`` at or before the fault, or ``start_attempts`` above 1 for a workflow sent before
   it): a worker killed between dequeue and first step; ``affected_by_dequeue`` counts them.
-  ``first_progress_s``: fault start to the first step start of an affected workflow after it;
-  ``resume_delay_s``: that delay per workflow (p50/p99/max); ``all_done_s``: fault start to the
+  ``first_progress_s``: fault start to the first step start of an affected workflow after it (or
+  its completion, for one that completed with no further step: its last step ended while the kill was
+  landing); ``resume_delay_s``: that delay per workflow (p50/p99/max); ``all_done_s``: fault start to the
   last affected workflow's completion;
   ``throughput_recovered_s``: fault start to the first 1-s bucket at or above 90% of the median
   pre-fault throughput after the dip (0 if it never dipped); ``affected_unfinished``: affected
@@ -371,9 +372,11 @@ def recovery(fault: dict[str, Any], fault_end: dict[str, Any] | None, trs: dict[
     delays, finishes = [], []
     for tr in affected:
         after = [e.start_ns for execs in tr.steps.values() for e in execs if e.start_ns > start]
+        done = verified_completion_ns(tr, engine.get(tr.wf), steps)
         if after:
             delays.append((min(after) - start) / 1e9)
-        done = verified_completion_ns(tr, engine.get(tr.wf), steps)
+        elif done is not None:  # completed with no further step: its last step ended in the moments the
+            delays.append((done - start) / 1e9)  # kill took to land (the fault's time is taken before it)
         finishes.append(None if done is None else (done - start) / 1e9)
     unfinished = sum(1 for f in finishes if f is None)
     dup, replayed = 0, 0

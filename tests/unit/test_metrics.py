@@ -57,6 +57,27 @@ def test_throughput_counts_completions_in_the_window() -> None:
     assert not tp["driver_fell_behind"]
 
 
+def test_a_workflow_that_completes_as_the_kill_lands_made_progress() -> None:
+    """The fault's time is taken before the kill lands: a workflow whose last step ends in between is
+    affected (its latest step ran on the target) but needs no further step. Its completion is its
+    progress, so first_progress_s is never missing while all_done_s is known (seen in CI: dbos-go, 4 ms)."""
+    h = History(warmup_ms=0, duration_ms=10_000, rate=10)
+    for i in range(50):
+        h.workflow(f"steady{i}", i * 100, worker=1)
+    h.submit("landing", 1000)
+    h.step("landing", 0, 1002, 1010, worker=0, pid=100)
+    h.step("landing", 1, 1400, 1504, worker=0, pid=100)  # ends 4 ms after the fault's timestamp
+    h.add("fault_start", 1500, src="nemesis", fault_id="f0", kind="kill-worker", target="worker:0",
+          workers=["worker:0"])
+    h.add("fault_end", 2600, src="nemesis", fault_id="f0", kind="kill-worker", target="worker:0")
+    events = h.sorted()
+    fault = next(e for e in events if e["ev"] == "fault_start")
+    end = next(e for e in events if e["ev"] == "fault_end")
+    rec = metrics.recovery(fault, end, traces(events), {}, 2, metrics.window(events))
+    assert rec["affected_ids"] == ["landing"] and rec["affected_unfinished"] == 0
+    assert rec["first_progress_s"] == rec["all_done_s"] == 0.004
+
+
 def test_recovery_after_a_worker_kill() -> None:
     h = History(warmup_ms=0, duration_ms=10_000, rate=10)
     for i in range(50):  # steady 10/s on worker 1
