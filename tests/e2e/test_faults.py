@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import ledger
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real]
@@ -30,9 +31,29 @@ def test_every_fault_kind_on_dbos(tmp_path: Path) -> None:
     for fault in e["recovery"]:
         assert fault["end_s"] is not None and fault["end_s"] >= fault["start_s"], fault
     pause = e["recovery"][1]
-    assert 1.4 <= pause["end_s"] - pause["start_s"] < 3.0
-    assert e["lost"] == 0 and e["replayed_completed_steps"] == 0, e
-    assert e["completed"] == e["submitted"] > 0
+    assert 1.4 <= pause["end_s"] - pause["start_s"] < 1.5 + 5.0  # ends once its 1.5 s are over (slack: a busy machine)
+    counts = {k: e[k] for k in ("submitted", "acknowledged", "completed", "failed", "unknown", "resolved_unknown",
+                                "lost", "unfinished")}
+    assert e["lost"] == 0 and e["replayed_completed_steps"] == 0, counts
+    # Every workflow the engine accepted completed, or the engine still holds it and a fault explains it: DBOS 3.4
+    # can leave a claim whose commit's reply a fault cut off PENDING on a live worker, which recovers it only at
+    # its next start (seen once in CI: reset-connections 59 ms after worker:1 claimed two workflows).
+    assert e["completed"] + e["unfinished"] == e["acknowledged"] > 0, counts
+    assert e["unfinished"] <= 10, counts
+    checker = json.loads((run_dir / "engines/dbos/checker.json").read_text())
+    explained = {wf for fault in checker["faults"].values() for wf in fault["unfinished"]}
+    assert set(checker["ids"]["unfinished"]) <= explained, checker["faults"]
+    assert e["verdict"] == ("violations" if e["unfinished"] else "correct"), e["verdict"]  # stuck is not correct
+    # A submission may fail while the store is cut off or restarting (the client's INSERT cannot commit):
+    # the checker counts it as failed or unknown, never as a loss, and only at a store-side fault.
+    assert e["submitted"] - e["acknowledged"] == e["failed"] + e["unknown"] <= 10, counts
+    records = ledger.read_dir(run_dir / "engines/dbos/history")
+    first_store_fault = min(r["ns"] for r in records
+                            if r["ev"] == "fault_start" and r["kind"] not in ("kill-worker", "pause-worker"))
+    refused = [r for r in records if r["ev"] == "ack" and r["outcome"] != "ok"]
+    assert len(refused) == e["failed"] + e["unknown"] + e["resolved_unknown"], counts
+    for r in refused:
+        assert r["error"] and r["ns"] >= first_store_fault, r
     manifest = json.loads((run_dir / "manifest.json").read_text())
     proxied = manifest["engines"]["dbos"]["services"]["postgres"]["proxied_url"]
     assert proxied != manifest["engines"]["dbos"]["services"]["postgres"]["url"]

@@ -119,4 +119,4 @@ def test_latency_delays_without_throttling_a_pipelined_stream(proxy: Proxy) -> N
         while received.count(b"+PONG\r\n") < 20:
             received += s.recv(1024)
         elapsed = time.monotonic() - t
-        assert 0.4 <= elapsed < 2.0, elapsed
+        assert 0.4 <= elapsed < 4.0, elapsed  # serialized, it would take 8 s
