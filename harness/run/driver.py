@@ -264,16 +264,19 @@ class Driver:
 
         With ``quiet_s``, also stop once no step anywhere has started or ended for that long while
         workflows are still incomplete: nothing is moving, so waiting longer only delays the report
-        (a lost workflow never completes). ``quiet_s`` must exceed the engines' own redelivery and
-        retry timeouts (docs/scenarios.md)."""
-        deadline = time.monotonic() + timeout_s
+        (a lost workflow never completes). The quiet clock starts at the drain's start at the latest:
+        the faults stop at the load's end, so an engine that stood still under them (reconnecting, in
+        a backoff) gets ``quiet_s`` after them to move again. ``quiet_s`` must exceed the engines' own
+        redelivery and retry timeouts (docs/scenarios.md)."""
+        start = time.monotonic()
+        deadline = start + timeout_s
         reason = "timeout"
         while time.monotonic() < deadline:
             self.view.poll()
             if all(wf in self.view.completed for wf in self.counters.acked_ids):
                 self.ledger.write("drain_end", complete=True)
                 return True
-            if quiet_s is not None and time.monotonic() - self.view.last_step_mono > quiet_s:
+            if quiet_s is not None and time.monotonic() - max(self.view.last_step_mono, start) > quiet_s:
                 reason = "quiet"
                 break
             on_tick()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from harness import ledger
@@ -119,6 +120,20 @@ def test_drain_stops_when_nothing_moves(tmp_path: Path) -> None:
     assert done is False
     end = next(e for e in ledger.read_dir(tmp_path) if e["ev"] == "drain_end")
     assert (end["complete"], end["reason"]) == (False, "quiet")
+
+
+def test_drain_gives_quiet_s_after_the_load_even_when_nothing_moved_during_it(tmp_path: Path) -> None:
+    """An engine that stood still under the load's faults gets drain_quiet from the drain's start to move
+    again: the quiet clock does not start at its last step, long before the faults stopped."""
+    view = LiveView(1, ledger.Follower(tmp_path))
+    drv = Driver("fake", _CompletingClient(tmp_path), LoadSpec(), 1, ledger.Ledger(tmp_path, "driver"), view, "r1")
+    drv.counters.acked_ids.append("never-completes")
+    view.last_step_mono = time.monotonic() - 60  # the last step ended a minute before the drain
+    start = time.monotonic()
+    assert asyncio.run(drv.drain(timeout_s=30, on_tick=lambda: None, quiet_s=0.3)) is False
+    assert time.monotonic() - start >= 0.3  # it waited the quiet spell after the drain began
+    end = next(e for e in ledger.read_dir(tmp_path) if e["ev"] == "drain_end")
+    assert end["reason"] == "quiet"
 
 
 def test_drain_completes_when_everything_finished(tmp_path: Path) -> None:
