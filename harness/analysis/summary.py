@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from harness import ledger, program, scenario
-from harness.analysis import checker, cost, integration, locuststats, metrics, program_checks, reexecution
+from harness.analysis import (
+    checker,
+    cost,
+    integration,
+    locuststats,
+    metrics,
+    program_checks,
+    reexecution,
+    unfinished,
+)
 from harness.analysis import events as event_figures
 from harness.contract import EngineRecord
 from harness.results import (
@@ -69,8 +78,12 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
               for i, r in enumerate(starts)]
     fault_ids = {f["fault_id"]: {"affected": f.pop("affected_ids"), "unfinished": f.pop("unfinished_ids")}
                  for f in faults}
+    # what each workflow accepted and never completed was doing when the run ended (a backlog, or stalled)
+    held = unfinished.evidence(events, trs, reconcile, verdict.ids["unfinished"])
+    gone = unfinished.evidence(events, trs, reconcile, verdict.ids["lost"], classify=False)
     write_json(edir / "checker.json", {"counts": verdict.counts, "ids": verdict.ids, "faults": fault_ids,
-                                       "program": verdict.figures})
+                                       "program": verdict.figures, "unfinished_evidence": held,
+                                       "lost_evidence": gone})
     c = verdict.counts
     summary: dict[str, Any] = {
         "status": "ok" if info.get("error") is None else "error",
@@ -84,6 +97,8 @@ def analyze_engine(run_dir: Path, engine: str, manifest: dict[str, Any]) -> dict
         "failed": c["failed"],
         "lost": c["lost"],
         "unfinished": c["unfinished"],
+        "unfinished_by_state": unfinished.by_state(held),
+        "unfinished_groups": unfinished.groups(held),
         "unknown": c["unknown"],
         "resolved_unknown": c["resolved_unknown"],
         "unexpected": c["unexpected"],

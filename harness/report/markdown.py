@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.analysis import cost
 from harness.analysis.checker import verdict_label
+from harness.analysis.unfinished import describe as describe_unfinished
 from harness.report import database, integration
 from harness.report.tables import md_table
 
@@ -73,9 +74,14 @@ def findings(e: dict[str, Any]) -> list[str]:
                        "work up).")
     unfinished = e.get("unfinished", 0)
     if unfinished:
-        out.append(f"**Unfinished**: {unfinished} of {e.get('acknowledged', 0)} accepted workflows had not completed "
-                   "when the run ended and the engine still holds them as pending (not lost: a backlog, or a "
-                   "retry that waits on a timeout longer than the drain).")
+        head = (f"**Unfinished**: {unfinished} of {e.get('acknowledged', 0)} accepted workflows had not completed "
+                "when the run ended and the engine still holds them as pending (not lost)")
+        groups = e.get("unfinished_groups")
+        if groups:  # what each was doing (harness/analysis/unfinished.py): queued, stalled, in progress
+            out.append(f"{head}: " + "; ".join(describe_unfinished(g) for g in groups) + ".")
+        else:  # a summary from before the evidence was recorded: durabench analyze adds it
+            out.append(f"{head}: a backlog, a stalled claim or a retry that waits on a timeout longer than the "
+                       "drain; this summary does not say which (re-analyze the run).")
     lost, refused, unknown = e.get("lost", 0), e.get("failed", 0), e.get("unknown", 0)
     if lost or refused or unknown:
         parts = [f"{lost} of {e.get('acknowledged', 0)} accepted workflows never completed (lost)"] if lost else []

@@ -1,0 +1,187 @@
+"""What an accepted workflow that never completed was doing when the run ended: the evidence behind every
+``unfinished`` (and ``lost``) id, and the state of each unfinished one (a backlog, or stalled).
+
+The checker (harness/analysis/checker.py) says *that* a workflow is unfinished (the engine still holds it
+as pending) or lost; this module says, from the ledger and the engine's own record only, what it was doing:
+
+- **its last ledger record** at or before the drain's end: the driver's ack, or a worker's last step or stage
+  record (``ev``, ``src``, ``ns``), and its **idle time** at the drain's end (drain end minus that record);
+- whether **any step ever started** (a ``step_start`` or a stage start in the ledger);
+- **the engine's record** as the adapter reported it (``EngineRecord.status`` and ``detail``);
+- its **claim**: ``claimed`` when a worker took it (a step started per the ledger; else the record's
+  ``detail.claimed`` is true or its ``detail.dequeued_by`` names a worker), ``queued`` when the record says
+  it still waits in the engine's queue (``detail.claimed`` false) and no step ever started, ``unknown``
+  when neither the ledger nor the record can tell (an adapter that does not report ``claimed``);
+- **records in the drain**: how many ledger records of it fall between the load's end (the driver's last
+  ``load_end`` record) and the drain's end (its ``drain_end``; for a run without one, interrupted, the
+  history's last record); None when the history has no ``load_end``.
+
+The state of an unfinished workflow (``STATES``), from that evidence only:
+
+- ``queued``: the engine reports it still waiting in its queue, never claimed by a worker (a backlog);
+- ``stalled``: claimed, and no ledger record of it from the load's end to the drain's end (nothing ran it
+  during the whole drain: a claim the worker dropped, or a retry waiting on a timeout longer than the drain);
+- ``in_progress``: claimed, with ledger records during the drain (it was still moving);
+- ``unknown``: the claim is unknown and no step started, or the history has no ``load_end``.
+
+Pure: a function of the history, the checker's traces and the reconcile records.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from harness.analysis.checker import WorkflowTrace
+from harness.contract import EngineRecord
+
+STATES = ("queued", "stalled", "in_progress", "unknown")
+NOT_ACTIVITY = ("invoke", "signal_sent")  # driver records that are not the workflow doing anything
+# the record's own name for its status, and the worker or executor holding it, first found wins (an adapter
+# names them in its detail; a record without them is shown by its EngineRecord.status only)
+STATUS_KEYS = ("dbos_status", "status", "restate_status", "absurd_state", "state")
+HOLDER_KEYS = ("dequeued_by", "executor_id", "claimed_by")
+
+
+def drain_bounds(events: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """The load's end (the last ``load_end``) and the drain's end (the last ``drain_end``, else the history's
+    last record: a run stopped before its drain ended), wall-clock ns; None where there is no such record."""
+    load_end = drain_end = None
+    for r in events:
+        if r["ev"] == "load_end":
+            load_end = r["ns"]
+        elif r["ev"] == "drain_end":
+            drain_end = r["ns"]
+    if drain_end is None and events:
+        drain_end = events[-1]["ns"]
+    return load_end, drain_end
+
+
+def claim(step_started: bool, record: EngineRecord | None) -> tuple[str, str]:
+    """(``claimed`` / ``queued`` / ``unknown``, its source: ``ledger``, ``engine`` or ``none``)."""
+    if step_started:
+        return "claimed", "ledger"
+    detail = record.detail if record is not None else {}
+    said = detail.get("claimed")
+    if said is True or detail.get("dequeued_by"):
+        return "claimed", "engine"
+    if said is False:
+        return "queued", "engine"
+    return "unknown", "none"
+
+
+def state_of(claimed: str, records_in_drain: int | None) -> str:
+    """One of STATES, from the claim and the ledger's records in the drain only."""
+    if claimed == "queued":
+        return "queued"
+    if claimed == "unknown" or records_in_drain is None:
+        return "unknown"
+    return "in_progress" if records_in_drain else "stalled"
+
+
+def engine_status(record: EngineRecord | None) -> str:
+    """The engine's own name for the record's status (``PENDING``), else its EngineRecord status."""
+    if record is None:
+        return "no record"
+    for key in STATUS_KEYS:
+        if isinstance(record.detail.get(key), str):
+            return str(record.detail[key])
+    return record.status
+
+
+def holder(record: EngineRecord | None) -> str | None:
+    """The worker (or the engine's executor) the record says holds the workflow, if it says."""
+    if record is None:
+        return None
+    for key in HOLDER_KEYS:
+        if record.detail.get(key):
+            return str(record.detail[key])
+    return None
+
+
+def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord],
+             wfs: list[str], *, classify: bool = True) -> dict[str, dict[str, Any]]:
+    """Per workflow id of ``wfs``: its evidence (module docstring), and with ``classify`` its ``state``.
+    ``wfs`` must be accepted workflows (in ``trs``)."""
+    if not wfs:
+        return {}
+    load_end, drain_end = drain_bounds(events)
+    wanted = set(wfs)
+    last: dict[str, dict[str, Any]] = {}
+    in_drain: Counter[str] = Counter()
+    for r in events:
+        wf = r.get("wf")
+        if wf not in wanted or r["ev"] in NOT_ACTIVITY:
+            continue
+        ns = r["ns"]
+        if drain_end is not None and ns > drain_end:
+            continue
+        last[wf] = r  # events are in time order
+        if load_end is not None and ns >= load_end:
+            in_drain[wf] += 1
+    out: dict[str, dict[str, Any]] = {}
+    for wf in sorted(wanted):
+        tr = trs[wf]
+        record = engine.get(wf)
+        started = tr.first_start_ns() is not None
+        claimed, source = claim(started, record)
+        rec = last.get(wf)
+        n_drain = in_drain[wf] if load_end is not None else None
+        ev: dict[str, Any] = {
+            "last_record": {"ev": rec["ev"], "src": rec.get("src"), "ns": rec["ns"]} if rec else None,
+            "idle_s": round((drain_end - rec["ns"]) / 1e9, 3) if rec and drain_end is not None else None,
+            "step_started": started,
+            "records_in_drain": n_drain,
+            "claim": claimed,
+            "claim_source": source,
+            "engine_status": engine_status(record),
+            "held_by": holder(record),
+            "engine": {"status": record.status, "detail": record.detail} if record is not None else None,
+        }
+        if classify:
+            ev["state"] = state_of(claimed, n_drain)
+        out[wf] = ev
+    return out
+
+
+def by_state(unfinished: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """summary.json ``unfinished_by_state``: how many unfinished workflows are in each of STATES."""
+    counts = Counter(e["state"] for e in unfinished.values())
+    return {s: counts.get(s, 0) for s in STATES}
+
+
+def groups(unfinished: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """summary.json ``unfinished_groups``: the unfinished workflows grouped by state, holder, engine status
+    and whether a step started, each with its count and its idle time at the drain's end (min, max), the
+    largest group first."""
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in unfinished.values():
+        key = (e["state"], e["claim"], e["held_by"], e["engine_status"], e["step_started"])
+        grouped.setdefault(key, []).append(e)
+    out = []
+    for (state, claimed, held_by, status, started), members in grouped.items():
+        idle = [e["idle_s"] for e in members if e["idle_s"] is not None]
+        out.append({"state": state, "count": len(members), "claim": claimed, "held_by": held_by,
+                    "engine_status": status, "step_started": started,
+                    "idle_s_min": min(idle) if idle else None, "idle_s_max": max(idle) if idle else None})
+    return sorted(out, key=lambda g: (-g["count"], STATES.index(g["state"]), str(g["held_by"])))
+
+
+def describe(group: dict[str, Any]) -> str:
+    """One group as the report says it: ``2 stalled (claimed by worker:1 as PENDING, no step started, idle 39 s
+    at the drain's end)``."""
+    state, claimed, status = group["state"], group.get("claim"), group["engine_status"]
+    if state == "queued":
+        parts = [f"waiting in the engine's queue as {status}"]
+    elif claimed == "claimed":
+        parts = [f"claimed by {group['held_by']} as {status}" if group["held_by"] else f"claimed, {status}"]
+        if state == "unknown":
+            parts.append("the history has no load end to judge the drain by")
+    else:
+        parts = [f"{status}, whether a worker claimed it the engine's record does not say"]
+    parts.append("a step started" if group["step_started"] else "no step started")
+    lo, hi = group["idle_s_min"], group["idle_s_max"]
+    if lo is not None and hi is not None:
+        idle = f"{hi:.0f} s" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} s"
+        parts.append(f"idle {idle} at the drain's end")
+    return f"{group['count']} {state.replace('_', ' ')} ({', '.join(parts)})"
