@@ -128,7 +128,9 @@ async def lookup_workflow_status(url: str, workflow_ids: list[str]) -> dict[str,
             done_ms = completed_at if completed_at is not None else updated_at
             out[wf] = EngineRecord("completed", int(done_ms) * 1_000_000, detail)
         elif status in _PENDING:
-            out[wf] = EngineRecord("pending", None, detail)
+            # PENDING: an executor started it (a queue's dequeue sets PENDING, its executor_id and started_at);
+            # ENQUEUED, DELAYED: still waiting in its queue, no executor has taken it
+            out[wf] = EngineRecord("pending", None, {**detail, "claimed": status == "PENDING"})
         else:  # ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED
             out[wf] = EngineRecord("failed", None, detail)
     return out

@@ -208,6 +208,11 @@ def _record(ex: WorkflowExecution) -> EngineRecord:
     detail: dict[str, Any] = {"status": ex.status.name if ex.status else None, "history_length": ex.history_length}
     if status == "failed":
         detail["closed_ns"] = closed_ns
+    if status == "pending" and ex.history_length:
+        # A workflow's history begins WorkflowExecutionStarted, WorkflowTaskScheduled; the first workflow task's
+        # WorkflowTaskStarted is written when a worker takes it (only later attempts' are transient, not written:
+        # temporalio/temporal docs/architecture/speculative-workflow-task.md). Two events: no worker took it yet.
+        detail["claimed"] = ex.history_length > 2
     return EngineRecord(status, closed_ns if status == "completed" else None, detail)
 
 

@@ -186,7 +186,10 @@ class EngineRecord:
     # which worker took the workflow off its queue: ``dequeued_by`` (a worker id, "worker:0"), ``dequeued_ns``
     # (when, wall-clock ns) and ``start_attempts`` (how many times it was started, 1 = once); and, on a
     # ``pending`` record, ``queued: False`` when the engine has nothing left that would ever run it (Celery: no
-    # message of the workflow in the queue or unacked): the checker then counts it lost, not unfinished
+    # message of the workflow in the queue or unacked): the checker then counts it lost, not unfinished; and
+    # ``claimed`` (bool) when the engine's store says whether a worker has taken the workflow: False while it
+    # only waits in the engine's queue, no worker ever having taken it (a backlog); absent when it cannot say.
+    # harness/analysis/unfinished.py reads it to tell a backlog from a stalled workflow
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -121,8 +121,8 @@ class CeleryClient:
                 out[wf] = EngineRecord("completed", _date_done_ns(meta["date_done"]), detail)
             elif meta["status"] == "FAILURE":
                 out[wf] = EngineRecord("failed", None, detail)
-            else:
-                out[wf] = EngineRecord("pending", None, detail)
+            else:  # a result of the last step's task: a worker has taken it (STARTED, RETRY)
+                out[wf] = EngineRecord("pending", None, {**detail, "claimed": True})
         if not unresolved:
             return out
         # No result for the last step: look at the earlier steps' results (a failure is also
@@ -130,7 +130,8 @@ class CeleryClient:
         # unacked hash for a message of the workflow that has not produced a result yet.
         earlier = [RESULT_KEY_PREFIX + task_id(wf, i) for wf in unresolved for i in range(self._steps) if i != last]
         earlier_metas = self._mget(earlier) if earlier else []
-        queued = self._queued_workflows() if unresolved else set()
+        waiting, unacked = self._queued_workflows() if unresolved else (set(), set())
+        queued = waiting | unacked
         for n, wf in enumerate(unresolved):
             per = self._steps - 1
             states = [json.loads(raw)["status"] for raw in earlier_metas[n * per : (n + 1) * per] if raw is not None]
@@ -138,26 +139,24 @@ class CeleryClient:
             if "FAILURE" in states:
                 out[wf] = EngineRecord("failed", None, detail)
             elif states or wf in queued:
-                out[wf] = EngineRecord("pending", None, {**detail, "queued": wf in queued})
+                # claimed: an earlier step has a result, or a worker holds a message of it (delivered, unacked);
+                # else its only message waits in the queue, no worker ever having taken it
+                claimed = bool(states) or wf in unacked
+                out[wf] = EngineRecord("pending", None, {**detail, "queued": wf in queued, "claimed": claimed})
             else:
                 out[wf] = EngineRecord("not_found", None, detail)
         return out
 
-    def _queued_workflows(self) -> set[str]:
-        """Workflow ids of every task message waiting in the queue or delivered and not yet acked."""
+    def _queued_workflows(self) -> tuple[set[str], set[str]]:
+        """Workflow ids of every task message waiting in the queue, and of every one delivered to a worker and
+        not yet acked."""
         from engines.celery.app import QUEUE
 
         pipe = self._broker.pipeline(transaction=False)
         pipe.lrange(QUEUE, 0, -1)
         pipe.hvals("unacked")  # kombu/transport/redis.py Channel.unacked_key: json [message, exchange, rk]
         waiting, unacked = pipe.execute()
-        found: set[str] = set()
-        messages = [json.loads(m) for m in waiting] + [json.loads(u)[0] for u in unacked]
-        for message in messages:
-            tid = message.get("headers", {}).get("id")
-            if isinstance(tid, str) and ":" in tid:
-                found.add(tid.rsplit(":", 1)[0])
-        return found
+        return _workflows_of([json.loads(m) for m in waiting]), _workflows_of([json.loads(u)[0] for u in unacked])
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -167,6 +166,16 @@ class CeleryClient:
         self._app.close()
         self._results.close()
         self._broker.close()
+
+
+def _workflows_of(messages: list[dict[str, Any]]) -> set[str]:
+    """The workflow ids of kombu messages (a task id is ``<workflow id>:<step>``)."""
+    found: set[str] = set()
+    for message in messages:
+        tid = message.get("headers", {}).get("id")
+        if isinstance(tid, str) and ":" in tid:
+            found.add(tid.rsplit(":", 1)[0])
+    return found
 
 
 class CeleryEngine:

@@ -88,8 +88,9 @@ class ProcrastinateClient:
                 out[wf] = EngineRecord("completed", _ns(min(done)), detail)
             elif any(st in ("failed", "cancelled", "aborted") for _, st, _, _ in found):
                 out[wf] = EngineRecord("failed", None, detail)
-            else:
-                out[wf] = EngineRecord("pending", None, detail)
+            else:  # claimed: a worker took a job of it (doing, succeeded, or an attempt counted); else all wait
+                claimed = any(st != "todo" or a for _, st, a, _ in found)
+                out[wf] = EngineRecord("pending", None, {**detail, "claimed": claimed})
         return out
 
     async def close(self) -> None:

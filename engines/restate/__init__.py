@@ -46,6 +46,17 @@ def _ns(value: str) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
+def _claimed(status: str) -> dict[str, bool]:
+    """``claimed`` (harness.contract.EngineRecord) from an invocation's status: running, backing-off, suspended
+    and paused come after an attempt ran; pending (in a key's inbox) and scheduled (delayed) before any; ready
+    can be either (before the first attempt, or after a suspension woke), so it says nothing."""
+    if status in ("running", "backing-off", "suspended", "paused"):
+        return {"claimed": True}
+    if status in ("pending", "scheduled"):
+        return {"claimed": False}
+    return {}
+
+
 class RestateClient:
     """Starts workflows through the ingress; looks them up with SQL on the admin API."""
 
@@ -96,7 +107,7 @@ class RestateClient:
                 elif row["status"] == "completed":  # completion_result "failure"
                     out[wf] = EngineRecord("failed", None, detail)
                 else:  # pending, scheduled, ready, running, backing-off, suspended, paused
-                    out[wf] = EngineRecord("pending", None, detail)
+                    out[wf] = EngineRecord("pending", None, {**detail, **_claimed(row["status"])})
         return out
 
     async def signal(self, workflow_id: str, name: str, payload: str) -> None:

@@ -30,6 +30,7 @@ Pure: a function of the history, the checker's traces and the reconcile records.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis.checker import WorkflowTrace
@@ -40,21 +41,31 @@ NOT_ACTIVITY = ("invoke", "signal_sent")  # driver records that are not the work
 # the record's own name for its status, and the worker or executor holding it, first found wins (an adapter
 # names them in its detail; a record without them is shown by its EngineRecord.status only)
 STATUS_KEYS = ("dbos_status", "status", "restate_status", "absurd_state", "state")
-HOLDER_KEYS = ("dequeued_by", "executor_id", "claimed_by")
+HOLDER_KEYS = ("dequeued_by", "executor_id", "claimed_by")  # the first two of them
 
 
-def drain_bounds(events: list[dict[str, Any]]) -> tuple[int | None, int | None]:
-    """The load's end (the last ``load_end``) and the drain's end (the last ``drain_end``, else the history's
-    last record: a run stopped before its drain ended), wall-clock ns; None where there is no such record."""
-    load_end = drain_end = None
+@dataclass(frozen=True)
+class Bounds:
+    """The run's phases as the driver recorded them, wall-clock ns (None: no such record)."""
+
+    load_start_ns: int | None
+    load_end_ns: int | None  # the last ``load_end``
+    drain_end_ns: int | None  # the last ``drain_end``, else the history's last record (a run stopped before)
+
+
+def bounds(events: list[dict[str, Any]]) -> Bounds:
+    load_start = load_end = drain_end = None
     for r in events:
-        if r["ev"] == "load_end":
+        ev = r["ev"]
+        if ev == "load_start" and load_start is None:
+            load_start = r["ns"]
+        elif ev == "load_end":
             load_end = r["ns"]
-        elif r["ev"] == "drain_end":
+        elif ev == "drain_end":
             drain_end = r["ns"]
     if drain_end is None and events:
         drain_end = events[-1]["ns"]
-    return load_end, drain_end
+    return Bounds(load_start, load_end, drain_end)
 
 
 def claim(step_started: bool, record: EngineRecord | None) -> tuple[str, str]:
@@ -90,13 +101,14 @@ def engine_status(record: EngineRecord | None) -> str:
 
 
 def holder(record: EngineRecord | None) -> str | None:
-    """The worker (or the engine's executor) the record says holds the workflow, if it says."""
+    """The worker the record says holds the workflow (``dequeued_by``), with the engine's own name for it
+    (``worker:1 (durabench-x-w1)``), or that name alone; None when the record does not say."""
     if record is None:
         return None
-    for key in HOLDER_KEYS:
-        if record.detail.get(key):
-            return str(record.detail[key])
-    return None
+    names = list(dict.fromkeys(str(record.detail[k]) for k in HOLDER_KEYS if record.detail.get(k)))
+    if not names:
+        return None
+    return f"{names[0]} ({names[1]})" if len(names) > 1 else names[0]
 
 
 def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine: dict[str, EngineRecord],
@@ -105,7 +117,12 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
     ``wfs`` must be accepted workflows (in ``trs``)."""
     if not wfs:
         return {}
-    load_end, drain_end = drain_bounds(events)
+    b = bounds(events)
+    load_end, drain_end = b.load_end_ns, b.drain_end_ns
+
+    def since_load_start(ns: Any) -> float | None:
+        return round((int(ns) - b.load_start_ns) / 1e9, 3) if isinstance(ns, int) and b.load_start_ns else None
+
     wanted = set(wfs)
     last: dict[str, dict[str, Any]] = {}
     in_drain: Counter[str] = Counter()
@@ -128,7 +145,8 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
         rec = last.get(wf)
         n_drain = in_drain[wf] if load_end is not None else None
         ev: dict[str, Any] = {
-            "last_record": {"ev": rec["ev"], "src": rec.get("src"), "ns": rec["ns"]} if rec else None,
+            "last_record": ({"ev": rec["ev"], "src": rec.get("src"), "ns": rec["ns"], "s": since_load_start(rec["ns"])}
+                            if rec else None),
             "idle_s": round((drain_end - rec["ns"]) / 1e9, 3) if rec and drain_end is not None else None,
             "step_started": started,
             "records_in_drain": n_drain,
@@ -136,6 +154,8 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
             "claim_source": source,
             "engine_status": engine_status(record),
             "held_by": holder(record),
+            # when a worker took it off the queue, per the engine (``dequeued_ns``), seconds from the load start
+            "claimed_s": since_load_start(record.detail.get("dequeued_ns")) if record is not None else None,
             "engine": {"status": record.status, "detail": record.detail} if record is not None else None,
         }
         if classify:
@@ -161,9 +181,12 @@ def groups(unfinished: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (state, claimed, held_by, status, started), members in grouped.items():
         idle = [e["idle_s"] for e in members if e["idle_s"] is not None]
+        claimed_at = [e["claimed_s"] for e in members if e.get("claimed_s") is not None]
         out.append({"state": state, "count": len(members), "claim": claimed, "held_by": held_by,
                     "engine_status": status, "step_started": started,
-                    "idle_s_min": min(idle) if idle else None, "idle_s_max": max(idle) if idle else None})
+                    "idle_s_min": min(idle) if idle else None, "idle_s_max": max(idle) if idle else None,
+                    "claimed_s_min": min(claimed_at) if claimed_at else None,
+                    "claimed_s_max": max(claimed_at) if claimed_at else None})
     return sorted(out, key=lambda g: (-g["count"], STATES.index(g["state"]), str(g["held_by"])))
 
 
@@ -174,7 +197,10 @@ def describe(group: dict[str, Any]) -> str:
     if state == "queued":
         parts = [f"waiting in the engine's queue as {status}"]
     elif claimed == "claimed":
-        parts = [f"claimed by {group['held_by']} as {status}" if group["held_by"] else f"claimed, {status}"]
+        who = f" by {group['held_by']}" if group["held_by"] else ""
+        at = group.get("claimed_s_min"), group.get("claimed_s_max")
+        when = f" at {_span(at[0], at[1], 1)} s" if at[0] is not None and at[1] is not None else ""
+        parts = [f"claimed{who}{when} as {status}"]
         if state == "unknown":
             parts.append("the history has no load end to judge the drain by")
     else:
@@ -182,6 +208,10 @@ def describe(group: dict[str, Any]) -> str:
     parts.append("a step started" if group["step_started"] else "no step started")
     lo, hi = group["idle_s_min"], group["idle_s_max"]
     if lo is not None and hi is not None:
-        idle = f"{hi:.0f} s" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} s"
-        parts.append(f"idle {idle} at the drain's end")
+        parts.append(f"idle {_span(lo, hi, 0)} s at the drain's end")
     return f"{group['count']} {state.replace('_', ' ')} ({', '.join(parts)})"
+
+
+def _span(lo: float, hi: float, digits: int) -> str:
+    a, b = f"{lo:.{digits}f}", f"{hi:.{digits}f}"
+    return a if a == b else f"{a}-{b}"

@@ -148,8 +148,9 @@ class AbsurdClient:
                 # the task table has no completion time: the last run's completed_at, set by complete_run
                 # (absurd.current_time() = clock_timestamp()) in the statement that commits it
                 out[wf] = EngineRecord("completed", _ns(completed_at) if completed_at else None, detail)
-            elif state in _PENDING:
-                out[wf] = EngineRecord("pending", None, detail)
+            elif state in _PENDING:  # claimed: a run of it was started or claimed; else it waits in the queue
+                claimed = state != "pending" or started is not None or claimed_by is not None
+                out[wf] = EngineRecord("pending", None, {**detail, "claimed": claimed})
             else:  # failed, cancelled
                 out[wf] = EngineRecord("failed", None, detail)
         return out
