@@ -109,31 +109,36 @@ async def lookup_workflow_status(url: str, workflow_ids: list[str]) -> dict[str,
             cur = await conn.execute(_LOOKUP_SQL, (workflow_ids[start : start + _LOOKUP_CHUNK],))
             rows.extend(await cur.fetchall())
     out = {wf: EngineRecord("not_found") for wf in workflow_ids}
-    for wf, status, completed_at, updated_at, created_at, started_at, attempts, executor, version in rows:
-        detail = {
-            "dbos_status": status,
-            "recovery_attempts": attempts,
-            "executor_id": executor,
-            "application_version": version,
-            "created_at_ms": created_at,
-            "started_at_ms": started_at,
-            "completed_at_ms": completed_at,
-            "updated_at_ms": updated_at,
-        }
-        worker = _worker_of_executor(executor)
-        if worker is not None and started_at is not None:  # the dequeue, as harness.contract names it
-            detail.update(dequeued_by=worker, dequeued_ns=int(started_at) * 1_000_000, start_attempts=attempts)
-        if status == "SUCCESS":
-            # completed_at is set with updated_at by the statement that commits SUCCESS (Postgres now(), ms).
-            done_ms = completed_at if completed_at is not None else updated_at
-            out[wf] = EngineRecord("completed", int(done_ms) * 1_000_000, detail)
-        elif status in _PENDING:
-            # PENDING: an executor started it (a queue's dequeue sets PENDING, its executor_id and started_at);
-            # ENQUEUED, DELAYED: still waiting in its queue, no executor has taken it
-            out[wf] = EngineRecord("pending", None, {**detail, "claimed": status == "PENDING"})
-        else:  # ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED
-            out[wf] = EngineRecord("failed", None, detail)
+    for wf, *row in rows:
+        out[wf] = record_of(*row)
     return out
+
+
+def record_of(status: str, completed_at: Any, updated_at: Any, created_at: Any, started_at: Any, attempts: Any,
+              executor: str | None, version: str | None) -> EngineRecord:
+    """The EngineRecord of one ``dbos.workflow_status`` row (the columns of ``_LOOKUP_SQL`` after the id)."""
+    detail: dict[str, Any] = {
+        "dbos_status": status,
+        "recovery_attempts": attempts,
+        "executor_id": executor,
+        "application_version": version,
+        "created_at_ms": created_at,
+        "started_at_ms": started_at,
+        "completed_at_ms": completed_at,
+        "updated_at_ms": updated_at,
+    }
+    worker = _worker_of_executor(executor)
+    if worker is not None and started_at is not None:  # the dequeue, as harness.contract names it
+        detail.update(dequeued_by=worker, dequeued_ns=int(started_at) * 1_000_000, start_attempts=attempts)
+    if status == "SUCCESS":
+        # completed_at is set with updated_at by the statement that commits SUCCESS (Postgres now(), ms).
+        done_ms = completed_at if completed_at is not None else updated_at
+        return EngineRecord("completed", int(done_ms) * 1_000_000, detail)
+    if status in _PENDING:
+        # PENDING: an executor started it (a queue's dequeue sets PENDING, its executor_id and started_at);
+        # ENQUEUED, DELAYED: still waiting in its queue, no executor has taken it
+        return EngineRecord("pending", None, {**detail, "claimed": status == "PENDING"})
+    return EngineRecord("failed", None, detail)  # ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 async def open_dbos_client(url: str, settings: dict[str, Any]) -> DBOSClient:

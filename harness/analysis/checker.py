@@ -4,8 +4,8 @@ Per workflow id (Jepsen's taxonomy): submitted, acknowledged, completed, failed,
 (acknowledged, or resolved as accepted, never completed, and the engine does not hold it either:
 it has it failed, has no record of it, or claims it done without the steps in the ledger),
 **unfinished** (acknowledged, not completed when the run ended, and the engine still holds it as
-pending: a backlog or a retry still waiting on a timeout, not a loss; still not a correct run, as
-its work was not done within the run), **unknown** (submit outcome
+pending: not a loss; still not a correct run, as its work was not done within the run; whether it waits in
+the queue, stalled after a claim or was still moving, harness/analysis/unfinished.py says), **unknown** (submit outcome
 indeterminate and not resolved by the engine's own store or the ledger), **unexpected** (ran
 but never submitted).
 
