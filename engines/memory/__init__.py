@@ -64,8 +64,10 @@ class MemoryClient:
                 found.update(json.loads(await self._call(index, "LOOKUP " + " ".join(workflow_ids))))
             except (ConnectionRefusedError, FileNotFoundError):
                 continue
-        return {wf: EngineRecord(found[wf]["status"], found[wf].get("completed_ns")) if wf in found
-                else EngineRecord("not_found") for wf in workflow_ids}
+        # no queue: submit hands the workflow to one worker, which starts it at once (claimed while pending)
+        return {wf: EngineRecord(found[wf]["status"], found[wf].get("completed_ns"),
+                                 {"claimed": True} if found[wf]["status"] == "pending" else {})
+                if wf in found else EngineRecord("not_found") for wf in workflow_ids}
 
     async def close(self) -> None:
         return None
