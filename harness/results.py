@@ -14,7 +14,10 @@ Layout (docs/results.md documents every field)::
 Format history (bump SCHEMA_VERSION on any incompatible change and add a line here):
 
 1. first format. Additions that version-1 readers ignore (no bump): ``manifest.repetition``
-   (``durabench run --repeat N``), ``manifest.scenario.slo``, ``summary.engines.<e>.torn_ledger_records``.
+   (``durabench run --repeat N``), ``manifest.scenario.slo``, ``summary.engines.<e>.torn_ledger_records``,
+   ``summary.engines.<e>.unfinished_by_state`` and ``unfinished_groups``, checker.json ``unfinished_evidence``
+   and ``lost_evidence``, reconcile ``detail.claimed`` (a run analyzed before them reports its unfinished
+   workflows without their state; ``durabench analyze`` adds it).
 """
 
 from __future__ import annotations
