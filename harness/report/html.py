@@ -194,6 +194,26 @@ def _engine_order(runs: list[Run]) -> list[str]:
     return names
 
 
+def fault_names(recovery: list[dict[str, Any]]) -> list[str]:
+    """Each injected fault once, in order; the repetitions of a repeated fault (``f0.0``, ``f0.1`` ...) as
+    one: when it first struck, its interval and how many times."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for f in recovery:
+        key = (str(f["fault_id"]).split(".", 1)[0], f["kind"], f["target"])
+        starts = groups.setdefault(key, [])
+        if f["start_s"] not in starts:
+            starts.append(f["start_s"])
+    out = []
+    for (fid, kind, target), starts in groups.items():
+        starts.sort()
+        if len(starts) == 1:
+            out.append(f"{fid} {kind} {target} at {starts[0]:.1f}s")
+        else:
+            every = (starts[-1] - starts[0]) / (len(starts) - 1)
+            out.append(f"{fid} {kind} {target} {len(starts)} times, every {every:.1f}s from {starts[0]:.1f}s")
+    return out
+
+
 def verdict_lines(runs: list[Run]) -> list[str]:
     """One line per engine: correct under the injected faults or not, with the counts."""
     lines = []
@@ -209,8 +229,7 @@ def verdict_lines(runs: list[Run]) -> list[str]:
             lines.append(f"- **{name}**: did not run: {errors}")
             continue
         sums = [er.summary for er in ok]
-        faults = list(dict.fromkeys(f"{f['fault_id']} {f['kind']} {f['target']} at {f['start_s']:.1f}s"
-                                    for s in sums for f in s.get("recovery", [])))
+        faults = fault_names([f for s in sums for f in s.get("recovery", [])])
         under = f"under {', '.join(faults)}" if faults else "with no fault injected"
         correct = sum(1 for s in sums if s["verdict"] == checker.CORRECT)
         unverified = [s for s in sums if s["verdict"] == checker.UNVERIFIED]

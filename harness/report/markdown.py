@@ -102,6 +102,22 @@ def findings(e: dict[str, Any]) -> list[str]:
     return out
 
 
+MAX_LISTED_FAULTS = 6  # beyond this many faults (a repeated fault), a table cell summarizes them
+
+
+def recovery_text(recovery: list[dict[str, Any]]) -> str:
+    """The headline's recovery cell: each fault's all-done time (``-``: none, nothing affected or never
+    done), or with many faults their count, median and max, and how many had no time."""
+    values = [f.get("all_done_s") for f in recovery]
+    if len(values) <= MAX_LISTED_FAULTS:
+        return ", ".join(_fmt(v) for v in values) or "-"
+    timed = sorted(v for v in values if v is not None)
+    if not timed:
+        return f"{len(values)} faults, all -"
+    none = f", {len(values) - len(timed)} -" if len(timed) < len(values) else ""
+    return f"{len(values)} faults: median {_fmt(timed[len(timed) // 2])}, max {_fmt(timed[-1])}{none}"
+
+
 def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = [["engine", "verdict", "wf/s", "steps/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
              "completed", "lost", "unfinished", "unknown", "dup steps", "replayed", "recovery s"]]
@@ -113,7 +129,7 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
             rows.append([name, "ERROR"] + ["-"] * (len(rows[0]) - 2))
             continue
         lat = e["e2e_latency_ms"]
-        rec = ", ".join(_fmt(f["all_done_s"]) for f in e["recovery"]) or "-"
+        rec = recovery_text(e["recovery"])
         rows.append([
             name, verdict_label(e) if e.get("status") == "ok" else "ERROR", _fmt(e["throughput_per_s"]),
             _fmt(e["steps_per_s"]), _lat(lat, "p50"), _lat(lat, "p90"), _lat(lat, "p99"), _lat(lat, "p99.9"),
@@ -158,7 +174,8 @@ def render(manifest: dict[str, Any], summary: dict[str, Any]) -> str:
         "(open loop: no coordinated omission). `dup steps`: steps that ran more than once (at-least-once "
         "re-execution of a step in flight at a crash); `replayed`: completed steps that ran again after "
         "the engine had moved past them (a lost checkpoint). `recovery s`: from each fault to the "
-        "completion of the last workflow it affected.",
+        f"completion of the last workflow it affected (`-`: none affected, or never done; beyond "
+        f"{MAX_LISTED_FAULTS} faults, their count, median and max).",
         "",
         md_table(headline_rows(summary)),
         "",
