@@ -51,7 +51,7 @@ def _workload(kinds_left_out: set[str]) -> Any:
     # the flaky API's behaviour only with a call stage (the schema refuses it otherwise)
     api = {"api": API} if "call" not in kinds_left_out else {}
     doc = {"name": "contract", "engines": ["memory"], "workload": {"program": stages, **api}}
-    return scenario.parse(doc, "contract").workload.to_workload()
+    return scenario.parse(doc, "contract").workload.to_workload(1)
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -115,7 +115,7 @@ def test_a_rate_limited_call_is_retried_no_sooner_than_retry_after(name: str, tm
         "program": [{"kind": "call", "retry": {"max_attempts": 20, "initial_backoff": "50ms",
                                                "max_backoff": "50ms", "attempt_timeout": "2s"}}],
         "api": {"latency": "5ms", "rate_limit": 1, "burst": 1}}}
-    workload = scenario.parse(doc, "contract").workload.to_workload()
+    workload = scenario.parse(doc, "contract").workload.to_workload(1)
     api = {"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.0, "hang_rate": 0.0,
            "rate_limit": 1.0, "burst": 1, "seed": 5}
     ledger_dir = _run(engine, name, workload, api, tmp_path)
