@@ -52,7 +52,7 @@ class StepRunner:
     def run(self, workflow_id: str, step: int, attempt: int | None = None) -> str:
         """One execution of a ``work`` step (blocking)."""
         seconds, payload = self._work_s(workflow_id, step)
-        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt)
+        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt, duration_s=seconds)
         if seconds > 0:
             time.sleep(seconds)
         self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
@@ -61,7 +61,7 @@ class StepRunner:
     async def arun(self, workflow_id: str, step: int, attempt: int | None = None) -> str:
         """One execution of a ``work`` step (asyncio)."""
         seconds, payload = self._work_s(workflow_id, step)
-        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt)
+        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt, duration_s=seconds)
         if seconds > 0:
             await asyncio.sleep(seconds)
         self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
