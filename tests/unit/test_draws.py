@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -101,3 +102,40 @@ def test_go_draws_equal_pythons(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "--- PASS: TestDrawsMatchPython" in out.stdout  # ran, not skipped
     assert "420 draws and 15 quantiles equal Python's" in out.stdout
+
+
+def test_the_driver_sends_each_signal_the_delay_drawn_for_its_workflow(tmp_path: Path) -> None:
+    """Two engines' drivers schedule the i-th workflow's signal the same delay after its wait, whatever
+    order the waits arrive in (the delay is drawn per (seed, workflow, step), not from a stream)."""
+    from harness.ledger import Ledger
+    from harness.run.driver import Driver
+    from harness.scenario import LoadSpec
+
+    delay = {"dist": "uniform", "min_s": 1.0, "max_s": 10.0}
+    stage = {"kind": "wait_signal", "step": 2, "signal": "approve", "delay": delay}
+
+    class Client:
+        async def signal(self, workflow_id: str, name: str, payload: str) -> None:
+            raise AssertionError("not sent in this test")
+
+    def scheduled(engine: str, order: list[int]) -> dict[int, float]:
+        view = type("View", (), {})()
+        view.new_waits = [(f"{engine}-r-{i:07d}", 2, 1_000_000_000 * i) for i in order]
+        driver = Driver(engine, Client(), LoadSpec(), 3, Ledger(tmp_path, engine), view, "r", {2: stage})  # type: ignore[arg-type]
+        out: dict[int, float] = {}
+
+        async def record(sender: object, wf: str, step: int, at_ns: int) -> None:
+            i = int(wf.rsplit("-", 1)[1])
+            out[i] = (at_ns - 1_000_000_000 * i) / 1e9
+            if len(out) == len(order):
+                driver.signals_stopped.set()
+
+        driver._send_signal = record  # type: ignore[method-assign]
+        asyncio.run(driver.signals())
+        return out
+
+    a = scheduled("dbos", [1, 2, 3, 4])
+    b = scheduled("temporal", [4, 2, 3, 1])
+    assert a == pytest.approx(b, abs=1e-6)  # at_ns is whole nanoseconds
+    assert all(1.0 <= d <= 10.0 for d in a.values()) and len(set(round(d, 6) for d in a.values())) == 4
+    assert a[1] == pytest.approx(program.step_draw_s(delay, 3, "x-1", 2), abs=1e-6)
