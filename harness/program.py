@@ -165,6 +165,7 @@ DRAW_RULE = "sha256(seed:seq:step)"  # the manifest's duration_draws (docs/resul
 U_MIN = 2.0**-53  # a draw's u is clamped into [U_MIN, U_MAX]: open (0, 1), so every quantile is finite
 U_MAX = 1.0 - 2.0**-53
 _SEQ_SUFFIX = re.compile(r"-([0-9]+)\Z")
+_STANDARD_NORMAL = statistics.NormalDist()  # inv_cdf: Wichura's AS241, as Go's NormalQuantile
 
 
 def upper_s(dist: dict[str, Any]) -> float:
@@ -187,9 +188,6 @@ def quantile_s(dist: dict[str, Any], u: float) -> float:
         sigma = math.log(p99 / p50) / Z99 if p99 > p50 else 0.0
         return math.exp(math.log(p50) + sigma * _STANDARD_NORMAL.inv_cdf(u))
     raise ValueError(f"unknown distribution {kind!r}")
-
-
-_STANDARD_NORMAL = statistics.NormalDist()
 
 
 def draw_key(seed: int, workflow_id: str, step: int) -> str:

@@ -77,8 +77,8 @@ func (r *StepRunner) stage(step int, kind string) *Stage {
 }
 
 // Run executes one work step: step_start (with the duration), sleep the stage's duration for
-// (seed, wf, step) (DrawS), step_end; returns the stage's payload for the next stage. A cancelled ctx ends the sleep without
-// a step_end (the step did not finish).
+// (seed, wf, step) (DrawS), step_end; returns the stage's payload for the next stage. A cancelled
+// ctx ends the sleep without a step_end (the step did not finish).
 func (r *StepRunner) Run(ctx context.Context, wf string, step int, attempt *int) (string, error) {
 	s := r.stage(step, KindWork)
 	seconds := s.Duration.DrawS(r.Workload.Seed, wf, step)
