@@ -54,13 +54,16 @@ class Workload:
     shorthand, a chain of ``steps`` work stages each sleeping ``step_duration_s`` (0 = do nothing)
     and returning ``payload_bytes`` bytes to the next. For a program, ``step_duration_s`` is the
     longest upper value of its work stages (what adapters size timeouts against) and
-    ``payload_bytes`` the largest work payload.
+    ``payload_bytes`` the largest work payload. ``seed`` is the scenario's: a stage's duration is drawn
+    from (seed, workflow, step) (``harness.program.step_draw_s``), the same on every engine and on
+    every re-execution of the step.
     """
 
     steps: int
     step_duration_s: float
     payload_bytes: int
     program: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 1
 
     def __post_init__(self) -> None:
         if not self.program:  # built by hand (tests, helpers): the shorthand's chain

@@ -7,7 +7,8 @@ stage, then branch 0's stages, branch 1's, ...). The legacy ``steps/step_duratio
 shorthand compiles to a chain of ``work`` stages, so a step index means what it always meant.
 The compiled list is ``WorkerConfig.workload.program`` (docs/engines.md, "Workflow programs").
 
-Also here, for Python workers and the harness: drawing a duration from a distribution, the
+Also here, for Python workers and the harness: a stage's duration for one workflow (a pure function
+of the scenario seed, the workflow's sequence number and the step: ``step_draw_s``), the
 application database's table and its two insert statements, the flaky API's request headers, and a
 small HTTP client that makes one call attempt (sync for Celery's prefork tasks, async for the rest).
 """
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import math
 import random
+import re
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,7 +159,13 @@ def layout(program: list[dict[str, Any]]) -> dict[int, StageInfo]:
     return out
 
 
-# -- distributions (the same rule in every language: docs/engines.md)
+# -- distributions (the same rule in every language: docs/engines.md "Drawn durations")
+
+DRAW_RULE = "sha256(seed:seq:step)"  # the manifest's duration_draws (docs/results.md)
+U_MIN = 2.0**-53  # a draw's u is clamped into [U_MIN, U_MAX]: open (0, 1), so every quantile is finite
+U_MAX = 1.0 - 2.0**-53
+_SEQ_SUFFIX = re.compile(r"-([0-9]+)\Z")
+_STANDARD_NORMAL = statistics.NormalDist()  # inv_cdf: Wichura's AS241, as Go's NormalQuantile
 
 
 def upper_s(dist: dict[str, Any]) -> float:
@@ -163,19 +173,57 @@ def upper_s(dist: dict[str, Any]) -> float:
                  [dist["dist"]] or 0.0)
 
 
-def draw_s(dist: dict[str, Any], rng: random.Random | None = None) -> float:
-    """One draw, in seconds: fixed value; uniform in [min, max]; lognormal with median p50 and 99th
-    percentile p99 (mu = ln p50, sigma = ln(p99 / p50) / 2.3263)."""
-    r = rng or random
+def quantile_s(dist: dict[str, Any], u: float) -> float:
+    """The duration, in seconds, at quantile ``u`` (0 < u < 1) of a distribution: fixed value; uniform
+    ``min + u * (max - min)``; lognormal ``exp(mu + sigma * z)`` with mu = ln p50, sigma = ln(p99 / p50) /
+    2.3263 and z the standard normal's quantile of u."""
     kind = dist["dist"]
     if kind == "fixed":
         return float(dist["value_s"])
     if kind == "uniform":
-        return r.uniform(float(dist["min_s"]), float(dist["max_s"]))
+        lo, hi = float(dist["min_s"]), float(dist["max_s"])
+        return lo + u * (hi - lo)
     if kind == "lognormal":
         p50, p99 = float(dist["p50_s"]), float(dist["p99_s"])
         sigma = math.log(p99 / p50) / Z99 if p99 > p50 else 0.0
-        return r.lognormvariate(math.log(p50), sigma)
+        return math.exp(math.log(p50) + sigma * _STANDARD_NORMAL.inv_cdf(u))
+    raise ValueError(f"unknown distribution {kind!r}")
+
+
+def draw_key(seed: int, workflow_id: str, step: int) -> str:
+    """What a step's draw hashes: ``"<seed>:<seq>:<step>"``, where seq is the workflow id's numeric
+    suffix without leading zeros (the driver's ``<engine>-<run>-<seq:07d>``: the same number for the
+    i-th workflow on every engine), or the whole id when it has none."""
+    match = _SEQ_SUFFIX.search(workflow_id)
+    seq = (match.group(1).lstrip("0") or "0") if match else workflow_id
+    return f"{seed}:{seq}:{step}"
+
+
+def draw_u(seed: int, workflow_id: str, step: int) -> float:
+    """The uniform variate of a step's draw: the first 8 bytes (big-endian) of sha256(draw_key) / 2**64,
+    clamped into [U_MIN, U_MAX]."""
+    digest = hashlib.sha256(draw_key(seed, workflow_id, step).encode()).digest()
+    return min(max(int.from_bytes(digest[:8], "big") / 2.0**64, U_MIN), U_MAX)
+
+
+def step_draw_s(dist: dict[str, Any], seed: int, workflow_id: str, step: int) -> float:
+    """A stage's duration for one workflow: a pure function of (seed, workflow, step), so every engine
+    gets the same duration for the same workflow and a re-execution of a step lasts as long as its
+    first execution."""
+    return quantile_s(dist, draw_u(seed, workflow_id, step))
+
+
+def draw_s(dist: dict[str, Any], rng: random.Random) -> float:
+    """One draw from ``rng`` (the flaky API's latencies: one stream per bucket, seeded by the scenario)."""
+    kind = dist["dist"]
+    if kind == "fixed":
+        return float(dist["value_s"])
+    if kind == "uniform":
+        return rng.uniform(float(dist["min_s"]), float(dist["max_s"]))
+    if kind == "lognormal":
+        p50, p99 = float(dist["p50_s"]), float(dist["p99_s"])
+        sigma = math.log(p99 / p50) / Z99 if p99 > p50 else 0.0
+        return rng.lognormvariate(math.log(p50), sigma)
     raise ValueError(f"unknown distribution {kind!r}")
 
 

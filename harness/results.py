@@ -17,7 +17,9 @@ Format history (bump SCHEMA_VERSION on any incompatible change and add a line he
    (``durabench run --repeat N``), ``manifest.scenario.slo``, ``summary.engines.<e>.torn_ledger_records``,
    ``summary.engines.<e>.unfinished_by_state`` and ``unfinished_groups``, checker.json ``unfinished_evidence``
    and ``lost_evidence``, reconcile ``detail.claimed`` (a run analyzed before them reports its unfinished
-   workflows without their state; ``durabench analyze`` adds it).
+   workflows without their state; ``durabench analyze`` adds it), ``manifest.duration_draws`` and the
+   ``duration_s`` of a ``work`` step's ``step_start`` ledger record (a run made before them drew its
+   durations unseeded, per execution).
 """
 
 from __future__ import annotations

@@ -252,12 +252,13 @@ class WorkloadSpec(_Strict):
         object.__setattr__(self, "steps", n)  # the number of stage indices: what the live view and checker count
         return self
 
-    def to_workload(self) -> Workload:
+    def to_workload(self, seed: int) -> Workload:
+        """What every worker receives; ``seed`` is the scenario's (it decides every drawn duration)."""
         compiled = program.compile_workload(self)
         if self.program is None:
-            return Workload(self.steps, self.step_duration, self.payload_bytes, compiled)
+            return Workload(self.steps, self.step_duration, self.payload_bytes, compiled, seed)
         payload = max((s["payload_bytes"] for s in program.walk(compiled) if s["kind"] == "work"), default=0)
-        return Workload(self.steps, program.sizing_duration_s(compiled), payload, compiled)
+        return Workload(self.steps, program.sizing_duration_s(compiled), payload, compiled, seed)
 
 
 class LoadSpec(_Strict):
@@ -501,7 +502,7 @@ class Scenario(_Strict):
     durability: Literal["strict", "relaxed", "volatile"] = "strict"
     deploy: Literal["processes", "containers"] = "processes"
     containers: ContainersSpec = ContainersSpec()
-    seed: int = 1
+    seed: int = Field(1, ge=-(2**63), lt=2**63)  # Go workers read it as an int64 (every drawn duration)
     workload: WorkloadSpec = WorkloadSpec()
     load: LoadSpec = LoadSpec()
     workers: WorkersSpec = WorkersSpec()

@@ -1,7 +1,8 @@
 """The stage bodies every Python engine runs: the same code, whatever the engine.
 
-A ``work`` step writes ``step_start``, does its work (sleeps its drawn duration), writes
-``step_end`` and returns the payload for the next stage. A ``call`` step makes one attempt at the
+A ``work`` step writes ``step_start``, does its work (sleeps its duration, drawn per (seed, workflow,
+step) by ``harness.program.step_draw_s``), writes ``step_end`` and returns the payload for the next
+stage. A ``call`` step makes one attempt at the
 flaky API and raises :class:`harness.program.CallFailed` unless it got 200 (the engine's own retry
 mechanism decides what follows); an ``effect`` step inserts one row into the application database.
 Workflow code (timers, signals, branches) writes its records through the ``timer_*``, ``signal_*``,
@@ -39,16 +40,19 @@ class StepRunner:
 
     # -- work
 
-    def _work_s(self, step: int) -> tuple[float, str]:
+    def _work_s(self, workflow_id: str, step: int) -> tuple[float, str]:
+        """The step's duration (drawn from the scenario seed, the workflow and the step: the same on every
+        engine and every execution) and its payload."""
         stage = self.stages.get(step)
         if stage is None or stage["kind"] != "work":
             return self.config.workload.step_duration_s, self._payload
-        return program.draw_s(stage["duration"]), "x" * int(stage["payload_bytes"])
+        seconds = program.step_draw_s(stage["duration"], self.config.workload.seed, workflow_id, step)
+        return seconds, "x" * int(stage["payload_bytes"])
 
     def run(self, workflow_id: str, step: int, attempt: int | None = None) -> str:
         """One execution of a ``work`` step (blocking)."""
-        seconds, payload = self._work_s(step)
-        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt)
+        seconds, payload = self._work_s(workflow_id, step)
+        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt, duration_s=seconds)
         if seconds > 0:
             time.sleep(seconds)
         self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)
@@ -56,8 +60,8 @@ class StepRunner:
 
     async def arun(self, workflow_id: str, step: int, attempt: int | None = None) -> str:
         """One execution of a ``work`` step (asyncio)."""
-        seconds, payload = self._work_s(step)
-        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt)
+        seconds, payload = self._work_s(workflow_id, step)
+        self.ledger.write("step_start", wf=workflow_id, step=step, attempt=attempt, duration_s=seconds)
         if seconds > 0:
             await asyncio.sleep(seconds)
         self.ledger.write("step_end", wf=workflow_id, step=step, attempt=attempt)

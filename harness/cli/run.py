@@ -175,7 +175,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
         print(f"{path}: ok ({', '.join(sc.engines)}; {sc.total_load_s:g}s of load, {len(sc.faults)} faults)")
-        workload = sc.workload.to_workload()
+        workload = sc.workload.to_workload(sc.seed)
         for name, engine in engines.items():
             reason = unsupported_stages(engine, workload)
             if reason:
@@ -260,7 +260,7 @@ def _engines_cost(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--idle {args.idle!r}: {exc}") from None
     sc = scenario.load(args.scenario) if args.scenario else Scenario(name="engines-cost", engines=["memory"])
-    workload = sc.workload.to_workload()
+    workload = sc.workload.to_workload(sc.seed)
     blocks: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     for name in registry.names():

@@ -138,7 +138,6 @@ class Driver:
         self.t0_ns = 0
         self.started = asyncio.Event()  # set once the load's time origin is fixed
         self.stages = stages or {}
-        self._signal_rng = random.Random(seed + 1)
         self._signal_tasks: set[asyncio.Future[Any]] = set()
         self.signals_stopped = asyncio.Event()
 
@@ -189,7 +188,7 @@ class Driver:
         while not self.signals_stopped.is_set():
             while self.view.new_waits:
                 wf, step, wait_ns = self.view.new_waits.pop(0)
-                delay_s = program.draw_s(self.stages[step]["delay"], self._signal_rng)
+                delay_s = program.step_draw_s(self.stages[step]["delay"], self.seed, wf, step)  # as workers draw
                 task = asyncio.ensure_future(self._send_signal(sender, wf, step, wait_ns + int(delay_s * 1e9)))
                 self._signal_tasks.add(task)
                 task.add_done_callback(self._signal_tasks.discard)

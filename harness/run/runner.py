@@ -85,7 +85,7 @@ def run_repeated(scenario: Scenario, out: Path, repeat: int, progress: bool = Tr
     run_dirs = []
     say = Progress(progress)
     deploy = _deployment(scenario, engines, say)
-    workload = scenario.workload.to_workload()
+    workload = scenario.workload.to_workload(scenario.seed)
     for index in range(1, repeat + 1):  # repetition-major: every engine once, then every engine again
         run_dir = results.new_run_dir(group, scenario.name if repeat == 1 else f"{scenario.name}-rep{index}")
         run_dirs.append(run_dir)
@@ -129,6 +129,7 @@ def _manifest(scenario: Scenario, run_dir: Path, deploy: Deployment | None) -> d
         "durability": scenario.durability,
         "deploy": deploy.describe() if deploy else {"mode": "processes"},
         "seed": scenario.seed,
+        "duration_draws": program.DRAW_RULE,  # every drawn duration: a function of (seed, workflow, step)
         "short_id": uuid.uuid4().hex[:8],  # short: it goes into queue names, database names and socket paths
         "harness": {"version": _version(), "git_revision": results.git_revision(), "python": sys.version.split()[0]},
         "machine": results.machine_facts(),
@@ -143,7 +144,7 @@ def validate(scenario: Scenario) -> dict[str, Engine]:
         temporal_server.check_settings(scenario.server_settings_for(variant).get(temporal_server.NAME, {}),
                                        dynamic_check=True)
     engines = {name: registry.load(name) for name in scenario.engines}
-    workload = scenario.workload.to_workload()
+    workload = scenario.workload.to_workload(scenario.seed)
     events = scenario.load.source == "kafka"
     if events and scenario.containers.workers_daemon:
         raise UserError("load.source: kafka with containers.workers_daemon: the broker advertises its service name on "
@@ -258,7 +259,7 @@ def _run_engine(engine: Engine, name: str, scenario: Scenario, run_dir: Path, ru
     ledger_dir = edir / "history"
     ledger_dir.mkdir(parents=True)
     (edir / "logs").mkdir()
-    workload = scenario.workload.to_workload()
+    workload = scenario.workload.to_workload(scenario.seed)
     settings = {**engine.default_settings(workload, scenario.workers.count),
                 **scenario.engine_settings_for(engine_name, variant)}
     info = {} if info is None else info

@@ -38,7 +38,7 @@ def test_adapter_consumes_events_and_applies_each_effect_once(name: str, tmp_pat
     assert event_consumer(engine), f"{name} declares no event consumer"
     doc = {"name": "contract", "engines": [name], "load": {"source": "kafka", "partitions": 2},
            "workload": {"program": [{"kind": "work", "duration": "10ms"}, {"kind": "effect", "idempotency": "none"}]}}
-    workload = scenario.parse(doc, "contract").workload.to_workload()
+    workload = scenario.parse(doc, "contract").workload.to_workload(1)
     settings = engine.default_settings(workload, 2)
     needed = [*engine.services, *(["postgres"] if "postgres" not in engine.services else []), "kafka"]
     ledger_dir = tmp_path / "history"

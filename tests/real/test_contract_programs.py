@@ -1,6 +1,7 @@
 """The contract suite for workflow programs: every adapter runs a program with every stage kind
 against real servers (the flaky API and the application database included), or declares the
-kinds it does not run with a reason and runs the rest."""
+kinds it does not run with a reason and runs the rest. Its work stage draws a uniform duration: every
+engine's workers must sleep the duration drawn for (seed, workflow, step) (harness/program.py)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ ENGINES = os.environ.get("DURABENCH_ENGINES",
                          "memory,dbos,dbos-go,temporal,temporal-local,temporal-go,celery,restate,absurd,procrastinate").split(",")
 WORKFLOWS = 3
 TIMEOUT_S = 90.0
+SEED = 7  # not the default: the seed must reach every worker (its work durations depend on it)
 STAGES: list[dict[str, Any]] = [
-    {"kind": "work", "duration": "10ms"},
+    {"kind": "work", "duration": {"dist": "uniform", "min": "5ms", "max": "15ms"}},
     {"kind": "call", "retry": {"max_attempts": 10, "initial_backoff": "50ms", "max_backoff": "200ms",
                                "attempt_timeout": "2s"}},
     {"kind": "parallel", "branches": 2, "program": [{"kind": "work", "duration": "10ms"}, {"kind": "call"}]},
@@ -51,7 +53,7 @@ def _workload(kinds_left_out: set[str]) -> Any:
     # the flaky API's behaviour only with a call stage (the schema refuses it otherwise)
     api = {"api": API} if "call" not in kinds_left_out else {}
     doc = {"name": "contract", "engines": ["memory"], "workload": {"program": stages, **api}}
-    return scenario.parse(doc, "contract").workload.to_workload()
+    return scenario.parse(doc, "contract").workload.to_workload(SEED)
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -115,7 +117,7 @@ def test_a_rate_limited_call_is_retried_no_sooner_than_retry_after(name: str, tm
         "program": [{"kind": "call", "retry": {"max_attempts": 20, "initial_backoff": "50ms",
                                                "max_backoff": "50ms", "attempt_timeout": "2s"}}],
         "api": {"latency": "5ms", "rate_limit": 1, "burst": 1}}}
-    workload = scenario.parse(doc, "contract").workload.to_workload()
+    workload = scenario.parse(doc, "contract").workload.to_workload(1)
     api = {"latency": {"dist": "fixed", "value_s": 0.005}, "error_rate": 0.0, "hang_rate": 0.0,
            "rate_limit": 1.0, "burst": 1, "seed": 5}
     ledger_dir = _run(engine, name, workload, api, tmp_path)
@@ -173,6 +175,11 @@ def _check(tmp_path: Path, ledger_dir: Path, workload: Any, name: str) -> None:
             evs = Counter(e["ev"] for e in mine if e.get("step") == step)
             if kind in ("work", "call", "effect"):
                 assert evs["step_end"] >= 1, (wf, stage)
+            if kind == "work":  # every execution slept the duration drawn for (seed, workflow, step): the same
+                # on every engine (the ids' sequence numbers are) and on a re-execution (docs/engines.md)
+                want_s = program.step_draw_s(stage["duration"], SEED, wf, step)
+                drawn = [e["duration_s"] for e in mine if e["ev"] == "step_start" and e["step"] == step]
+                assert drawn and drawn == pytest.approx([want_s] * len(drawn), rel=1e-9), (wf, step, drawn, want_s)
             if kind == "call":
                 api = [e for e in mine if e["ev"] == "api_request" and e["step"] == step]
                 assert any(e["status"] == 200 for e in api), (wf, step, api)

@@ -14,7 +14,7 @@ from harness import scenario
 def test_apps_built_in_one_process_keep_their_own_tasks_without_a_duplicate_name_warning() -> None:
     program = [{"kind": "work"}, {"kind": "sleep", "duration": "1s"}]
     doc = {"name": "t", "engines": ["celery"], "workload": {"program": program}}
-    workload = scenario.parse(doc, "t.yaml").workload.to_workload()
+    workload = scenario.parse(doc, "t.yaml").workload.to_workload(1)
     settings = CeleryEngine().default_settings(workload, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # celery's DuplicateTaskNameWarning fails the test

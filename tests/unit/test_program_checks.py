@@ -22,7 +22,7 @@ from tests.unit.history import MS, T0, History
 
 def compiled(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return scenario.parse({"name": "t", "engines": ["memory"], "workload": {"program": stages}},
-                          "t.yaml").workload.to_workload().program
+                          "t.yaml").workload.to_workload(1).program
 
 
 def run(h: History, prog: list[dict[str, Any]], effects: list[dict[str, Any]] | None = None,

@@ -130,7 +130,7 @@ PROGRAM = [{"kind": "work", "duration": "20ms"}, {"kind": "call"},
 
 
 def test_program_compiles_to_depth_first_step_indices() -> None:
-    w = parse({"workload": {"program": PROGRAM, "api": {"latency": "llm", "time_scale": 0.1}}}).workload.to_workload()
+    w = parse({"workload": {"program": PROGRAM, "api": {"latency": "llm", "time_scale": 0.1}}}).workload.to_workload(1)
     assert w.steps == 9  # 5 stages + 2 branches x 2 stages
     par = w.program[2]
     assert [[s["step"] for s in b] for b in par["branches"]] == [[3, 4], [5, 6]]
@@ -139,7 +139,7 @@ def test_program_compiles_to_depth_first_step_indices() -> None:
 
 
 def test_shorthand_is_a_chain_of_work_stages() -> None:
-    w = parse({"workload": {"steps": 2, "step_duration": "10ms", "payload_bytes": 8}}).workload.to_workload()
+    w = parse({"workload": {"steps": 2, "step_duration": "10ms", "payload_bytes": 8}}).workload.to_workload(1)
     assert w.is_chain and w.program[1] == {"kind": "work", "step": 1, "duration": {"dist": "fixed", "value_s": 0.01},
                                            "payload_bytes": 8}
 
@@ -147,7 +147,7 @@ def test_shorthand_is_a_chain_of_work_stages() -> None:
 def test_a_dumped_program_validates_again() -> None:
     sc = parse({"workload": {"program": PROGRAM, "api": {"error_rate": 0.1}}})
     again = scenario.workload_from_dump(sc.model_dump()["workload"])
-    assert again.to_workload().program == sc.workload.to_workload().program
+    assert again.to_workload(1).program == sc.workload.to_workload(1).program
 
 
 @pytest.mark.parametrize(

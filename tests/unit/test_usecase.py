@@ -183,7 +183,7 @@ def test_background_jobs_adapters_size_their_timeouts_from_the_longest_job() -> 
     from engines.temporal import TemporalEngine
 
     sc, _, high, arrivals, kill_s = _jobs(USECASE_DIR / "background-jobs.yaml")
-    workload = sc.workload.to_workload()
+    workload = sc.workload.to_workload(1)
     assert workload.step_duration_s == high  # the uniform's max, not its mean or min
     assert TemporalEngine().default_settings(workload, 2)["activity_start_to_close_s"] == 20 * high
     assert CeleryEngine().default_settings(workload, 2)["visibility_timeout"] == 20 * high

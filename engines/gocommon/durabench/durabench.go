@@ -26,6 +26,7 @@ type Workload struct {
 	StepDurationS float64 `json:"step_duration_s"`
 	PayloadBytes  int     `json:"payload_bytes"`
 	Program       []Stage `json:"program"`
+	Seed          int64   `json:"seed"` // the scenario's: every drawn duration is a function of (Seed, wf, step)
 }
 
 // WorkerConfig is harness.contract.WorkerConfig.

@@ -5,9 +5,12 @@ package durabench
 // config; and the shared arithmetic (drawing a duration, a policy's backoff).
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math"
-	"math/rand/v2"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -35,23 +38,137 @@ type Dist struct {
 	P99S   float64 `json:"p99_s"`
 }
 
-// DrawS draws one duration in seconds, by the rule every language shares (harness/program.py
-// draw_s): fixed value; uniform in [min, max]; lognormal exp(N(ln p50, ln(p99/p50) / 2.3263)).
-func (d *Dist) DrawS() float64 {
+// DrawS is the stage's duration in seconds for step of workflow wf, by the rule every language
+// shares (harness/program.py step_draw_s, docs/engines.md "Drawn durations"): a pure function of
+// (seed, wf, step), so every engine gets the same duration for the same workflow and a re-executed
+// step lasts as long as its first execution.
+func (d *Dist) DrawS(seed int64, wf string, step int) float64 {
+	return d.QuantileS(DrawU(seed, wf, step))
+}
+
+// QuantileS is the duration in seconds at quantile u (0 < u < 1) (harness/program.py quantile_s):
+// fixed value; uniform min + u*(max-min); lognormal exp(ln p50 + sigma*z), sigma = ln(p99/p50) /
+// 2.3263, z the standard normal's quantile of u.
+func (d *Dist) QuantileS(u float64) float64 {
 	switch d.Dist {
 	case "fixed":
 		return d.ValueS
 	case "uniform":
-		return d.MinS + rand.Float64()*(d.MaxS-d.MinS)
+		return d.MinS + u*(d.MaxS-d.MinS)
 	case "lognormal":
 		sigma := 0.0
 		if d.P99S > d.P50S {
 			sigma = math.Log(d.P99S/d.P50S) / z99
 		}
-		return math.Exp(math.Log(d.P50S) + sigma*rand.NormFloat64())
+		return math.Exp(math.Log(d.P50S) + sigma*NormalQuantile(u))
 	}
 	Fail(fmt.Errorf("unknown distribution %q", d.Dist))
 	return 0
+}
+
+// A draw's u is clamped into [uMin, uMax] (harness/program.py U_MIN, U_MAX).
+const (
+	uMin = 0x1p-53
+	uMax = 1 - 0x1p-53
+)
+
+var seqSuffix = regexp.MustCompile(`-([0-9]+)$`)
+
+// DrawKey is what a step's draw hashes (harness/program.py draw_key): "<seed>:<seq>:<step>", seq the
+// workflow id's numeric suffix without leading zeros (the driver's <engine>-<run>-<seq:07d>), or the
+// whole id when it has none.
+func DrawKey(seed int64, wf string, step int) string {
+	seq := wf
+	if m := seqSuffix.FindStringSubmatch(wf); m != nil {
+		seq = strings.TrimLeft(m[1], "0")
+		if seq == "" {
+			seq = "0"
+		}
+	}
+	return fmt.Sprintf("%d:%s:%d", seed, seq, step)
+}
+
+// DrawU is the uniform variate of a step's draw (harness/program.py draw_u): the first 8 bytes
+// (big-endian) of sha256(DrawKey) / 2^64, clamped into [uMin, uMax].
+func DrawU(seed int64, wf string, step int) float64 {
+	sum := sha256.Sum256([]byte(DrawKey(seed, wf, step)))
+	u := float64(binary.BigEndian.Uint64(sum[:8])) / 0x1p64
+	return min(max(u, uMin), uMax)
+}
+
+// NormalQuantile is the standard normal's inverse CDF at p (0 < p < 1): Wichura's algorithm AS241
+// (Applied Statistics 37(3), 1988), the one Python's statistics.NormalDist().inv_cdf computes, with
+// its coefficients and order of operations, so both languages draw the same durations.
+func NormalQuantile(p float64) float64 {
+	q := p - 0.5
+	var num, den float64
+	if math.Abs(q) <= 0.425 {
+		r := 0.180625 - q*q
+		num = (((((((2.50908_09287_30122_6727e+3*r+
+			3.34305_75583_58812_8105e+4)*r+
+			6.72657_70927_00870_0853e+4)*r+
+			4.59219_53931_54987_1457e+4)*r+
+			1.37316_93765_50946_1125e+4)*r+
+			1.97159_09503_06551_4427e+3)*r+
+			1.33141_66789_17843_7745e+2)*r +
+			3.38713_28727_96366_6080e+0) * q
+		den = (((((((5.22649_52788_52854_5610e+3*r+
+			2.87290_85735_72194_2674e+4)*r+
+			3.93078_95800_09271_0610e+4)*r+
+			2.12137_94301_58659_5867e+4)*r+
+			5.39419_60214_24751_1077e+3)*r+
+			6.87187_00749_20579_0830e+2)*r+
+			4.23133_30701_60091_1252e+1)*r +
+			1.0)
+		return num / den
+	}
+	r := p
+	if q > 0 {
+		r = 1.0 - p
+	}
+	r = math.Sqrt(-math.Log(r))
+	if r <= 5.0 {
+		r -= 1.6
+		num = (((((((7.74545_01427_83414_07640e-4*r+
+			2.27238_44989_26918_45833e-2)*r+
+			2.41780_72517_74506_11770e-1)*r+
+			1.27045_82524_52368_38258e+0)*r+
+			3.64784_83247_63204_60504e+0)*r+
+			5.76949_72214_60691_40550e+0)*r+
+			4.63033_78461_56545_29590e+0)*r +
+			1.42343_71107_49683_57734e+0)
+		den = (((((((1.05075_00716_44416_84324e-9*r+
+			5.47593_80849_95344_94600e-4)*r+
+			1.51986_66563_61645_71966e-2)*r+
+			1.48103_97642_74800_74590e-1)*r+
+			6.89767_33498_51000_04550e-1)*r+
+			1.67638_48301_83803_84940e+0)*r+
+			2.05319_16266_37758_82187e+0)*r +
+			1.0)
+	} else {
+		r -= 5.0
+		num = (((((((2.01033_43992_92288_13265e-7*r+
+			2.71155_55687_43487_57815e-5)*r+
+			1.24266_09473_88078_43860e-3)*r+
+			2.65321_89526_57612_30930e-2)*r+
+			2.96560_57182_85048_91230e-1)*r+
+			1.78482_65399_17291_33580e+0)*r+
+			5.46378_49111_64114_36990e+0)*r +
+			6.65790_46435_01103_77720e+0)
+		den = (((((((2.04426_31033_89939_78564e-15*r+
+			1.42151_17583_16445_88870e-7)*r+
+			1.84631_83175_10054_68180e-5)*r+
+			7.86869_13114_56132_59100e-4)*r+
+			1.48753_61290_85061_48525e-2)*r+
+			1.36929_88092_27358_05310e-1)*r+
+			5.99832_20655_58879_37690e-1)*r +
+			1.0)
+	}
+	x := num / den
+	if q < 0 {
+		x = -x
+	}
+	return x
 }
 
 // Retry is a call stage's retry policy (docs/scenarios.md, "call.retry").

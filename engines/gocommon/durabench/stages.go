@@ -76,13 +76,13 @@ func (r *StepRunner) stage(step int, kind string) *Stage {
 	return s
 }
 
-// Run executes one work step: step_start, sleep a duration drawn from the stage's distribution,
-// step_end; returns the stage's payload for the next stage. A cancelled ctx ends the sleep without
-// a step_end (the step did not finish).
+// Run executes one work step: step_start (with the duration), sleep the stage's duration for
+// (seed, wf, step) (DrawS), step_end; returns the stage's payload for the next stage. A cancelled
+// ctx ends the sleep without a step_end (the step did not finish).
 func (r *StepRunner) Run(ctx context.Context, wf string, step int, attempt *int) (string, error) {
 	s := r.stage(step, KindWork)
-	seconds := s.Duration.DrawS()
-	r.Ledger.Step("step_start", wf, step, attempt)
+	seconds := s.Duration.DrawS(r.Workload.Seed, wf, step)
+	r.Ledger.Record("step_start", wf, step, Fields{"attempt": attempt, "duration_s": seconds})
 	if seconds > 0 {
 		timer := time.NewTimer(Seconds(seconds))
 		select {
