@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,14 @@ def owned(client: Any, label: str) -> list[str]:
         [n.name for n in client.networks.list(filters={"label": label})]
 
 
+def named(client: Any, prefix: str) -> list[str]:
+    """The names of the containers (in any state) and networks on ``client``'s daemon whose name starts with
+    ``prefix``, labelled or not (a run's objects are named ``durabench-<short id>-<engine>...``)."""
+    containers = client.containers.list(all=True, filters={"name": f"^/?{prefix}"}, ignore_removed=True)
+    return [c.name for c in containers if c.name.startswith(prefix)] + \
+        [n.name for n in client.networks.list(names=[prefix]) if n.name.startswith(prefix)]
+
+
 def remove_labelled(client: Any, label: str) -> list[str]:
     """Remove, through the Docker API, every container (with its anonymous volumes) and then every network
     labelled ``label``; returns the names of those that were there. One gone meanwhile is no error."""
@@ -71,6 +79,20 @@ def start_run(scenario: Path, tmp_path: Path, *flags: str) -> subprocess.Popen[b
     env = {**os.environ, "DURABENCH_STATE_DIR": str(tmp_path / "state"), "TMPDIR": str(temp_dir(tmp_path))}
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(tmp_path),
                              "--quiet", *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def running_run(scenario: Path, tmp_path: Path, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``start_run`` whose durabench is SIGKILLed on the way out if the test left it running (an assertion
+    failed before the test signalled it): its reaper then removes what it started, and no run goes on
+    after its test."""
+    proc = start_run(scenario, tmp_path, *flags)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def temp_dir(tmp_path: Path) -> Path:
@@ -96,11 +118,12 @@ def _alive(p: psutil.Process) -> bool:
 
 
 def signal_and_expect_nothing_left(proc: subprocess.Popen[bytes], sig: int, clients: list[Any],
-                                   labels: list[str], tmp_path: Path) -> None:
+                                   labels: list[str], tmp_path: Path, prefixes: tuple[str, ...] = ()) -> None:
     """Send ``sig`` to durabench (SIGKILL: the reaper cleans up; SIGINT: durabench's own cleanup does), then
-    within a deadline no container and no network labelled with any of ``labels`` is left on any of
-    ``clients``' daemons, no process durabench had started (the reaper included) still runs, and nothing
-    is left in its temporary directory (``start_run(..., tmp_path)``: the servers' scratch data)."""
+    within a deadline no container and no network labelled with any of ``labels`` (or named with any of
+    ``prefixes``: one that lost its labels) is left on any of ``clients``' daemons, no process durabench had
+    started (the reaper included) still runs, and nothing is left in its temporary directory
+    (``start_run(..., tmp_path)``: the servers' scratch data)."""
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "durabench has no child process: not even its reaper"
     proc.send_signal(sig)
@@ -111,7 +134,8 @@ def signal_and_expect_nothing_left(proc: subprocess.Popen[bytes], sig: int, clie
     deadline = time.monotonic() + GONE_TIMEOUT_S
 
     def left() -> list[str]:
-        objects = [name for c in clients for label in labels for name in owned(c, label)]
+        objects = [name for c in clients for label in labels for name in owned(c, label)] + \
+            [name for c in clients for prefix in prefixes for name in named(c, prefix)]
         files = [str(p) for p in temp_dir(tmp_path).iterdir()]
         return objects + files + [f"pid {p.pid} ({p.name()})" for p in children if _alive(p)]
 
