@@ -55,48 +55,53 @@ def test_events_as_containers_with_a_consumer_kill_and_a_broker_restart(client: 
     assert not client.containers.list(all=True, filters={"label": f"{dockerhost.RUN}={manifest['short_id']}"})
 
 
-def _long_events_run() -> str:
-    """exactly-once-events's program on dbos under deploy: containers, one worker, a load far longer than the
-    test waits, no fault (nothing but the signal ends it)."""
+def _long_events_run(engine: str) -> str:
+    """exactly-once-events's program on ``engine`` under deploy: containers, one worker, a load far longer than
+    the test waits, no fault (nothing but the signal ends it)."""
     doc: dict[str, Any] = yaml.safe_load((ROOT / "scenarios" / "usecases" / "exactly-once-events.yaml").read_text())
     doc.pop("description")
-    doc.update(name="leftover-check-events", engines=["dbos"], deploy="containers", faults=[],
+    doc.update(name="leftover-check-events", engines=[engine], deploy="containers", faults=[],
                load={"source": "kafka", "partitions": 2, "rate": 5, "warmup": "0s", "duration": "300s"},
-               workers={"count": 1}, resources={"interval": 0})
+               workers={"count": 1}, resources={"interval": 0, "baseline": 0})
     return yaml.safe_dump(doc)
 
 
-# the broker (compose/extras.yaml), the engine's store (dbos's own PostgreSQL: no extras' one) and the consumer
-EVENTS_ROLES = ("kafka", "postgres", "worker-0")
+# the containers of the run, by role: the broker (compose/extras.yaml), the engine's store (dbos: its own
+# PostgreSQL; celery: Valkey, and the application database from compose/extras.yaml) and the consumer
+EVENTS_ROLES = {"dbos": ("kafka", "postgres", "worker-0"), "celery": ("kafka", "postgres", "redis", "worker-0")}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_no_container_outlives_an_events_run(sig: int, client: Any, runtime_image: str, tmp_path: Path) -> None:
-    """load.source: kafka under deploy: containers: signalled once the broker, the store and the worker run as
-    containers (each with the run's labels) and the worker has consumed an event (the driver's producer at
-    work), durabench leaves no container and no network of its run behind (by label or by name), no process
-    and no scratch data."""
+# dbos SIGKILLed (the reaper cleans up); celery, whose stack gets both servers of compose/extras.yaml, interrupted
+# (durabench's own cleanup): each engine with the other signal would add a minute and a half of suite time
+@pytest.mark.parametrize(("engine", "sig"), [("dbos", signal.SIGKILL), ("celery", signal.SIGINT)],
+                         ids=["dbos-SIGKILL", "celery-SIGINT"])
+def test_no_container_outlives_an_events_run(engine: str, sig: int, client: Any, runtime_image: str,
+                                             tmp_path: Path) -> None:
+    """load.source: kafka under deploy: containers: signalled once the broker, the stores and the worker run as
+    containers (each with the run's labels; celery's stack gets both servers of compose/extras.yaml) and the
+    worker has consumed an event (the driver's producer at work), durabench leaves no container and no network
+    of its run behind (by label or by name), no process and no scratch data."""
     scenario = tmp_path / "events.yaml"
-    scenario.write_text(_long_events_run())
-    prefix: list[str] = []  # durabench-<short id>-dbos-: the run's containers by name, labelled or not
+    scenario.write_text(_long_events_run(engine))
+    prefix: list[str] = []  # durabench-<short id>-<engine>-: the run's containers by name, labelled or not
     running: dict[str, Any] = {}
 
     def roles_run() -> bool:
         if not prefix:  # the manifest (written atomically before the engine starts) names the run
-            prefix.extend(f"durabench-{json.loads(m.read_text())['short_id']}-dbos-"
+            prefix.extend(f"durabench-{json.loads(m.read_text())['short_id']}-{engine}-"
                           for m in tmp_path.glob("*/manifest.json"))
             return False
         running.clear()
         running.update({c.name.removeprefix(prefix[0]): c for c in client.containers.list(
             filters={"name": f"^/?{prefix[0]}"}, ignore_removed=True)})
-        return set(EVENTS_ROLES) <= set(running)
+        return set(EVENTS_ROLES[engine]) <= set(running)
 
     def consumed() -> bool:  # a step of an event's workflow in the worker's ledger
-        return any(r["ev"] == "step_start" for d in tmp_path.glob("*/engines/dbos/history")
+        return any(r["ev"] == "step_start" for d in tmp_path.glob(f"*/engines/{engine}/history")
                    for r in ledger.read_dir(d))
 
     with docker_support.running_run(scenario, tmp_path) as proc:
-        docker_support.wait_until(proc, roles_run, "the broker, PostgreSQL and the worker ran as containers")
+        docker_support.wait_until(proc, roles_run, f"{', '.join(EVENTS_ROLES[engine])} ran as containers")
         run_id = prefix[0].split("-")[1]
         owner = {dockerhost.LABEL: "1", dockerhost.OWNER: str(proc.pid), dockerhost.RUN: run_id}
         assert {role: c.labels for role, c in running.items() if owner.items() - c.labels.items()} == {}, \
