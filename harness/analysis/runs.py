@@ -456,4 +456,6 @@ def _verdict(e: dict[str, Any]) -> str:
         return "ERROR"
     if e.get("verdict") in (checker.CORRECT, checker.UNVERIFIED, checker.INTERRUPTED):
         return checker.verdict_label(e)
-    return f"violations ({e.get('lost', 0)} lost, {e.get('replayed_completed_steps', 0)} replayed)"
+    counts = {**{k: e.get(k) for k in checker.VIOLATIONS}, **(e.get("program") or {}).get("counts", {})}
+    found = [f"{n} {k.replace('_', ' ')}" for k in checker.VIOLATIONS if isinstance(n := counts.get(k), int) and n]
+    return f"violations ({', '.join(found)})" if found else "violations"

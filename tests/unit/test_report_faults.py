@@ -1,4 +1,4 @@
-"""How the reports name many faults: a repeated fault once, a long recovery list summarized."""
+"""How reports name many faults and violations: a repeated fault once, many recoveries summarized, `ls`."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def test_a_few_faults_are_listed_and_many_summarized() -> None:
     many = [_fault(f"f0.{i}", i, float(i)) for i in range(1, 10)] + [_fault("f0.10", 10, None)]
     assert recovery_text(many) == "10 faults: median 5.0, max 9.0, 1 -"
     assert recovery_text([_fault(f"f0.{i}", i, None) for i in range(8)]) == "8 faults, all -"
+
+
+def test_ls_names_every_violation_an_engine_counted() -> None:
+    from harness.analysis.runs import _verdict
+
+    e = {"status": "ok", "verdict": "violations", "lost": 0, "unfinished": 7, "replayed_completed_steps": 2,
+         "program": {"counts": {"effects_duplicated": 3, "timers_early": None}}}
+    assert _verdict(e) == "violations (7 unfinished, 2 replayed completed steps, 3 effects duplicated)"
+    assert _verdict({"status": "ok", "verdict": "correct"}) == "correct"
