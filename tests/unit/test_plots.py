@@ -116,6 +116,18 @@ def test_recovery_has_a_row_per_engine_and_fault(run: runs.Run) -> None:
     assert ax.get_xlabel().startswith("seconds after the fault")
 
 
+def test_a_fault_repeated_many_times_is_one_row_over_its_strikes(run: runs.Run) -> None:
+    for er in run.engines.values():
+        first = er.faults[0]
+        er.summary["recovery"] = [{**first, "fault_id": f"f0.{i}", "start_s": 3.0 + i, "affected": 1,
+                                   "all_done_s": 1.0 + i} for i in range(8)]
+    ax = plots.recovery(_ax(), run)
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == [f"{name}\nf0 kill-worker worker:0 x8 from 3.0s\n(median, min-max of the strikes)"
+                     for name in ("alpha", "beta")]
+    assert any(t.get_text().strip() == "4.50s" for t in ax.texts)  # the median of 1.0 ... 8.0
+
+
 def test_step_overhead_and_rates_draw_bars_per_engine(run: runs.Run) -> None:
     ax = plots.step_overhead(_ax(), run)
     assert len(ax.patches) == 2 * len(plots.PERCENTILE_BARS)

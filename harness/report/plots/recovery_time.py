@@ -27,20 +27,42 @@ RECOVERY_BARS = (("first_progress_s", "first progress of an affected workflow", 
                  ("throughput_recovered_s", "throughput back to >= 90% of pre-fault", "#fd8d3c"))
 
 
-def recovery(ax: Axes, runs: RunsArg) -> Axes:
-    """Recovery per fault and engine (seconds after the fault): first progress, all affected done,
-    throughput back; bars at the median with min-max whiskers over repetitions."""
-    rs = as_runs(runs)
+REPEATS_AS_ONE = 6  # a fault repeated more often (``every``) is one row: median and min-max of its strikes
+
+
+def _rows(rs: list[Run]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(engine, label, entries) per row: each fault, or a fault repeated more than REPEATS_AS_ONE times
+    (``f0.0``, ``f0.1`` ...) as one row over its strikes."""
     rows: list[tuple[str, str, list[dict[str, Any]]]] = []
     for name in engine_names(rs):
-        ids: list[str] = []
+        groups: dict[str, list[str]] = {}
         for er in engine_runs(rs, name):
-            ids += [f["fault_id"] for f in er.faults if f["fault_id"] not in ids]
-        for fid in ids:
-            entries = [f for er in engine_runs(rs, name) for f in er.faults if f["fault_id"] == fid]
-            first = entries[0]
-            label = f"{name}\n{fid} {first['kind']} {first['target']} at {first['start_s']:.1f}s"
-            rows.append((name, label, entries))
+            for f in er.faults:
+                ids = groups.setdefault(str(f["fault_id"]).split(".", 1)[0], [])
+                if f["fault_id"] not in ids:
+                    ids.append(f["fault_id"])
+        for base, ids in groups.items():
+            if len(ids) > REPEATS_AS_ONE:
+                entries = [f for er in engine_runs(rs, name) for f in er.faults if f["fault_id"] in ids]
+                first = min(entries, key=lambda f: f["start_s"])
+                label = (f"{name}\n{base} {first['kind']} {first['target']} x{len(ids)} from {first['start_s']:.1f}s"
+                         f"\n(median, min-max of the strikes)")
+                rows.append((name, label, entries))
+                continue
+            for fid in ids:
+                entries = [f for er in engine_runs(rs, name) for f in er.faults if f["fault_id"] == fid]
+                first = entries[0]
+                label = f"{name}\n{fid} {first['kind']} {first['target']} at {first['start_s']:.1f}s"
+                rows.append((name, label, entries))
+    return rows
+
+
+def recovery(ax: Axes, runs: RunsArg) -> Axes:
+    """Recovery per fault and engine (seconds after the fault): first progress, all affected done,
+    throughput back; bars at the median with min-max whiskers over repetitions (and over the strikes of
+    a fault repeated more than REPEATS_AS_ONE times)."""
+    rs = as_runs(runs)
+    rows = _rows(rs)
     if not rows:
         return no_data(ax, "no faults were injected in this scenario")
     height = 0.8 / len(RECOVERY_BARS)
@@ -86,7 +108,7 @@ def recovery(ax: Axes, runs: RunsArg) -> Axes:
 def build(rs: list[Run]) -> Figure | None:
     if not all_faults(rs):
         return None
-    n_rows = sum(len({f["fault_id"] for er in engine_runs(rs, n) for f in er.faults}) for n in engine_names(rs))
+    n_rows = len(_rows(rs))
     fig, (ax,) = new_figure(rs, "Recovery time per fault and engine", panel_h=max(2.6, 0.75 * n_rows + 1.0))
     recovery(ax, rs)
     return fig
