@@ -128,6 +128,18 @@ def test_a_fault_repeated_many_times_is_one_row_over_its_strikes(run: runs.Run) 
     assert any(t.get_text().strip() == "4.50s" for t in ax.texts)  # the median of 1.0 ... 8.0
 
 
+def test_a_repeated_fault_is_labelled_once_with_its_strikes() -> None:
+    from harness.report.plots.common import shade_faults
+
+    strikes = [{"fault_id": f"f0.{i}", "kind": "reset-connections", "target": "link:store", "start_s": 2.0 + 0.7 * i,
+                "end_s": 2.0 + 0.7 * i} for i in range(5)]
+    other = {"fault_id": "f1", "kind": "kill-worker", "target": "worker:0", "start_s": 9.0, "end_s": 10.0}
+    ax = shade_faults(_ax(), [*strikes, *strikes[:2], other])  # the same strikes seen in a second engine
+    assert [t.get_text().strip() for t in ax.texts] == ["f0 x5 reset-connections link:store",
+                                                        "f1 kill-worker worker:0"]
+    assert len(ax.lines) == 8  # every strike still drawn
+
+
 def test_step_overhead_and_rates_draw_bars_per_engine(run: runs.Run) -> None:
     ax = plots.step_overhead(_ax(), run)
     assert len(ax.patches) == 2 * len(plots.PERCENTILE_BARS)

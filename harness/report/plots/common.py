@@ -150,7 +150,15 @@ def shade_faults(ax: Axes, faults: Sequence[dict[str, Any]], label: bool = True)
     """Shade every fault window (start to heal) and label it with id, kind and target.
 
     A fault without a heal time (``end_s`` null) is drawn as a line only. Faults with the same id
-    (the same fault across engines or repetitions) are labelled once."""
+    (the same fault across engines or repetitions) are labelled once; a repeated fault (``f0.0``,
+    ``f0.1`` ...) once, at its first strike, with how many strikes it had."""
+    strikes: dict[str, set[str]] = {}  # a repeated fault's base id -> its strikes' ids
+    first: dict[str, float] = {}
+    for f in faults:
+        if f.get("start_s") is not None and "." in str(f.get("fault_id", "")):
+            base = str(f["fault_id"]).split(".", 1)[0]
+            strikes.setdefault(base, set()).add(str(f["fault_id"]))
+            first[base] = min(first.get(base, float(f["start_s"])), float(f["start_s"]))
     labelled: set[str] = set()
     for f in faults:
         start, end = f.get("start_s"), f.get("end_s")
@@ -159,11 +167,16 @@ def shade_faults(ax: Axes, faults: Sequence[dict[str, Any]], label: bool = True)
         if end is not None and end > start:
             ax.axvspan(start, end, color=FAULT_COLOR, alpha=0.12, lw=0, zorder=0)
         ax.axvline(start, color=FAULT_COLOR, lw=0.9, ls="--", zorder=1)
-        key = f"{f.get('fault_id')}@{start:.1f}"
+        name, key = str(f.get("fault_id", "")), f"{f.get('fault_id')}@{start:.1f}"
+        base = name.split(".", 1)[0]
+        if base in strikes:  # a repeated fault: one label, at its first strike
+            if float(start) != first[base]:
+                continue
+            name, key = f"{base} x{len(strikes[base])}", f"{base}@repeated"
         if label and key not in labelled:
             labelled.add(key)
             healed = "" if end is not None else " (not healed)"
-            ax.text(start, 0.98, f" {f.get('fault_id', '')} {f['kind']} {f['target']}{healed} ",
+            ax.text(start, 0.98, f" {name} {f['kind']} {f['target']}{healed} ",
                     transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="right", fontsize=7,
                     color=FAULT_COLOR, zorder=5, bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 0.3})
     return ax
