@@ -10,7 +10,8 @@ as pending) or lost; this module says, from the ledger and the engine's own reco
 - **the engine's record** as the adapter reported it (``EngineRecord.status`` and ``detail``);
 - its **claim**: ``claimed`` when a worker took it (a step started per the ledger; else the record's
   ``detail.claimed`` is true or its ``detail.dequeued_by`` names a worker), ``queued`` when the record says
-  it still waits in the engine's queue (``detail.claimed`` false) and no step ever started, ``unknown``
+  it waits in the engine's queue (``detail.claimed`` false: never claimed, or put back by a recovery after a
+  step ran), ``unknown``
   when neither the ledger nor the record can tell (an adapter that does not report ``claimed``);
 - **records in the drain**: how many ledger records of it fall between the load's end (the driver's last
   ``load_end`` record) and the drain's end (its ``drain_end``; for a run without one, interrupted, the
@@ -19,9 +20,12 @@ as pending) or lost; this module says, from the ledger and the engine's own reco
 The state of an unfinished workflow (``STATES``), from that evidence only:
 
 - ``queued``: the engine reports it still waiting in its queue, never claimed by a worker (a backlog);
-- ``stalled``: claimed, and no ledger record of it from the load's end to the drain's end (nothing ran it
-  during the whole drain: a claim the worker dropped, or a retry waiting on a timeout longer than the drain);
-- ``in_progress``: claimed, with ledger records during the drain (it was still moving);
+- ``stalled``: claimed, no ledger record of it from the load's end to the drain's end, and no stage of it
+  due to run past the drain's end (nothing ran it during the whole drain: a claim the worker dropped, or a
+  retry waiting on a timeout longer than the drain);
+- ``in_progress``: claimed, and it moved during the drain (ledger records after the load's end: its idle time
+  says how long ago it last moved), or its last record opened a stage due to end after the drain's end (a
+  step whose drawn ``duration_s`` outlasts the drain, a timer due later);
 - ``unknown``: the claim is unknown and no step started, or the history has no ``load_end``.
 
 Pure: a function of the history, the checker's traces and the reconcile records.
@@ -37,7 +41,9 @@ from harness.analysis.checker import WorkflowTrace
 from harness.contract import EngineRecord
 
 STATES = ("queued", "stalled", "in_progress", "unknown")
-NOT_ACTIVITY = ("invoke", "signal_sent")  # driver records that are not the workflow doing anything
+# driver records that are not the workflow doing anything (its ``ack`` is its last record when nothing ran it,
+# but never counts as moving in the drain: only a worker's records do)
+NOT_ACTIVITY = ("invoke", "signal_sent", "event_produced")
 # the record's own name for its status, and the worker or executor holding it, first found wins (an adapter
 # names them in its detail; a record without them is shown by its EngineRecord.status only)
 STATUS_KEYS = ("dbos_status", "status", "restate_status", "absurd_state", "state")
@@ -70,24 +76,37 @@ def bounds(events: list[dict[str, Any]]) -> Bounds:
 
 def claim(step_started: bool, record: EngineRecord | None) -> tuple[str, str]:
     """(``claimed`` / ``queued`` / ``unknown``, its source: ``ledger``, ``engine`` or ``none``)."""
-    if step_started:
-        return "claimed", "ledger"
     detail = record.detail if record is not None else {}
     said = detail.get("claimed")
+    if said is False:  # the engine holds it in its queue now, even if a step ran before (put back)
+        return "queued", "engine"
+    if step_started:
+        return "claimed", "ledger"
     if said is True or detail.get("dequeued_by"):
         return "claimed", "engine"
-    if said is False:
-        return "queued", "engine"
     return "unknown", "none"
 
 
-def state_of(claimed: str, records_in_drain: int | None) -> str:
-    """One of STATES, from the claim and the ledger's records in the drain only."""
+def open_until_ns(record: dict[str, Any] | None) -> int | None:
+    """When the stage a workflow's last record opened is due to end: a ``step_start``'s start plus its drawn
+    ``duration_s``, a ``timer_set``'s ``due_ns``; None for any other record."""
+    if record is None:
+        return None
+    if record["ev"] == "step_start" and isinstance(record.get("duration_s"), int | float):
+        return int(record["ns"] + record["duration_s"] * 1e9)
+    if record["ev"] == "timer_set" and isinstance(record.get("due_ns"), int):
+        return int(record["due_ns"])
+    return None
+
+
+def state_of(claimed: str, records_in_drain: int | None, open_past_drain: bool = False) -> str:
+    """One of STATES, from the claim, the ledger's records in the drain and whether a stage of it was due
+    to run past the drain's end."""
     if claimed == "queued":
         return "queued"
     if claimed == "unknown" or records_in_drain is None:
         return "unknown"
-    return "in_progress" if records_in_drain else "stalled"
+    return "in_progress" if records_in_drain or open_past_drain else "stalled"
 
 
 def engine_status(record: EngineRecord | None) -> str:
@@ -134,7 +153,7 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
         if drain_end is not None and ns > drain_end:
             continue
         last[wf] = r  # events are in time order
-        if load_end is not None and ns >= load_end:
+        if load_end is not None and ns >= load_end and r["ev"] != "ack":
             in_drain[wf] += 1
     out: dict[str, dict[str, Any]] = {}
     for wf in sorted(wanted):
@@ -144,12 +163,15 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
         claimed, source = claim(started, record)
         rec = last.get(wf)
         n_drain = in_drain[wf] if load_end is not None else None
+        until = open_until_ns(rec)
+        open_past = until is not None and drain_end is not None and until > drain_end
         ev: dict[str, Any] = {
             "last_record": ({"ev": rec["ev"], "src": rec.get("src"), "ns": rec["ns"], "s": since_load_start(rec["ns"])}
                             if rec else None),
             "idle_s": round((drain_end - rec["ns"]) / 1e9, 3) if rec and drain_end is not None else None,
             "step_started": started,
             "records_in_drain": n_drain,
+            "open_past_drain": open_past,
             "claim": claimed,
             "claim_source": source,
             "engine_status": engine_status(record),
@@ -159,7 +181,7 @@ def evidence(events: list[dict[str, Any]], trs: dict[str, WorkflowTrace], engine
             "engine": {"status": record.status, "detail": record.detail} if record is not None else None,
         }
         if classify:
-            ev["state"] = state_of(claimed, n_drain)
+            ev["state"] = state_of(claimed, n_drain, open_past)
         out[wf] = ev
     return out
 

@@ -197,15 +197,15 @@ def _engine_order(runs: list[Run]) -> list[str]:
 def fault_names(recovery: list[dict[str, Any]]) -> list[str]:
     """Each injected fault once, in order; the repetitions of a repeated fault (``f0.0``, ``f0.1`` ...) as
     one: when it first struck, its interval and how many times."""
-    groups: dict[tuple[str, str, str], list[float]] = {}
-    for f in recovery:
+    groups: dict[tuple[str, str, str], dict[str, float]] = {}  # -> each strike's id and its earliest start
+    for f in recovery:  # (the same strike in several runs or engines: one id, starts ms apart)
         key = (str(f["fault_id"]).split(".", 1)[0], f["kind"], f["target"])
-        starts = groups.setdefault(key, [])
-        if f["start_s"] not in starts:
-            starts.append(f["start_s"])
+        strikes = groups.setdefault(key, {})
+        fid = str(f["fault_id"])
+        strikes[fid] = min(strikes.get(fid, f["start_s"]), f["start_s"])
     out = []
-    for (fid, kind, target), starts in groups.items():
-        starts.sort()
+    for (fid, kind, target), strikes in groups.items():
+        starts = sorted(strikes.values())
         if len(starts) == 1:
             out.append(f"{fid} {kind} {target} at {starts[0]:.1f}s")
         else:

@@ -6,6 +6,7 @@ Metric definitions are in harness/analysis/metrics.py; the report cites them.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from harness.analysis import cost
@@ -115,7 +116,7 @@ def recovery_text(recovery: list[dict[str, Any]]) -> str:
     if not timed:
         return f"{len(values)} faults, all -"
     none = f", {len(values) - len(timed)} -" if len(timed) < len(values) else ""
-    return f"{len(values)} faults: median {_fmt(timed[len(timed) // 2])}, max {_fmt(timed[-1])}{none}"
+    return f"{len(values)} faults: median {_fmt(statistics.median(timed))}, max {_fmt(timed[-1])}{none}"
 
 
 def headline_rows(summary: dict[str, Any]) -> list[list[str]]:

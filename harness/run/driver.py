@@ -263,7 +263,7 @@ class Driver:
 
         With ``quiet_s``, also stop once no step anywhere has started or ended for that long while
         workflows are still incomplete: nothing is moving, so waiting longer only delays the report
-        (a lost workflow never completes). The quiet clock starts at the drain's start at the latest:
+        (a lost workflow never completes). The quiet clock starts no earlier than the drain's start:
         the faults stop at the load's end, so an engine that stood still under them (reconnecting, in
         a backoff) gets ``quiet_s`` after them to move again. ``quiet_s`` must exceed the engines' own
         redelivery and retry timeouts (docs/scenarios.md)."""

@@ -18,11 +18,18 @@ def test_a_repeated_fault_is_named_once_with_its_interval_and_count() -> None:
                                 "f1 kill-worker worker:0 at 40.0s"]
 
 
+def test_the_same_faults_of_several_runs_are_named_once() -> None:
+    runs = [[_fault("f0", 8.0 + 0.003 * r, 1.0)] + [_fault(f"f1.{i}", 20.0 + i + 0.002 * r, None) for i in range(3)]
+            for r in range(3)]
+    assert fault_names([f for run in runs for f in run]) == [
+        "f0 reset-connections link:store at 8.0s", "f1 reset-connections link:store 3 times, every 1.0s from 20.0s"]
+
+
 def test_a_few_faults_are_listed_and_many_summarized() -> None:
     assert recovery_text([_fault("f0", 1, 2.5), _fault("f1", 5, None)]) == "2.5, -"
     assert recovery_text([]) == "-"
     many = [_fault(f"f0.{i}", i, float(i)) for i in range(1, 10)] + [_fault("f0.10", 10, None)]
-    assert recovery_text(many) == "10 faults: median 5.0, max 9.0, 1 -"
+    assert recovery_text(many) == "10 faults: median 5.0, max 9.0, 1 -"  # 1.0 ... 9.0
     assert recovery_text([_fault(f"f0.{i}", i, None) for i in range(8)]) == "8 faults, all -"
 
 

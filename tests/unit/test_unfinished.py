@@ -115,3 +115,28 @@ def test_the_report_line_for_a_backlog_and_for_a_summary_without_evidence() -> N
             "end)") in text
     old = " ".join(findings({"unfinished": 3, "acknowledged": 10}))
     assert "this summary does not say which" in old
+
+
+def test_a_stage_due_past_the_drain_is_in_progress_and_a_requeued_one_queued() -> None:
+    h = History(duration_ms=5_000)
+    h.submit("long", 1_000)
+    h.add("step_start", 1_010, src="worker:0", pid=100, wf="long", step=0, duration_s=120.0)  # ends at 121 s
+    h.submit("short", 1_000)
+    h.add("step_start", 1_010, src="worker:0", pid=100, wf="short", step=0, duration_s=1.0)  # ended (no record)
+    h.submit("sleeping", 1_000)
+    h.step("sleeping", 0, 1_010, 1_020)
+    h.add("timer_set", 1_030, src="worker:0", pid=100, wf="sleeping", step=1, due_ns=T0 + 60_000 * MS)
+    h.submit("requeued", 1_000)
+    h.step("requeued", 0, 1_010, None)  # its worker died; a recovery put it back in the queue
+    h.submit("late-ack", 4_900, ack_ms=6_000)  # an ack written in the drain is not the workflow moving
+    pending = {"status": "RUNNING", "claimed": True}
+    engine = {"long": EngineRecord("pending", None, pending), "short": EngineRecord("pending", None, pending),
+              "sleeping": EngineRecord("pending", None, pending),
+              "requeued": EngineRecord("pending", None, {"dbos_status": "ENQUEUED", "claimed": False}),
+              "late-ack": EngineRecord("pending", None, pending)}
+    held, _ = _run(h, engine)
+    assert {wf: e["state"] for wf, e in held.items()} == {
+        "long": "in_progress", "short": "stalled", "sleeping": "in_progress", "requeued": "queued",
+        "late-ack": "stalled"}
+    assert held["long"]["open_past_drain"] and not held["short"]["open_past_drain"]
+    assert held["late-ack"]["records_in_drain"] == 0 and held["late-ack"]["last_record"]["ev"] == "ack"
