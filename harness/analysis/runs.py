@@ -411,6 +411,12 @@ def check_repetitions(runs: Sequence[Run]) -> None:
             raise UserError(f"{run.path}: not a repetition of {base.path} (scenario differs: {'; '.join(diffs[:3])})")
 
 
+def fault_group(fault_id: object) -> str:
+    """The scenario fault a fault record belongs to: ``f0`` for ``f0`` and for the strikes ``f0.0``, ``f0.1``
+    ... of a repeated one (``every``: harness/run/nemesis.py names them so)."""
+    return str(fault_id).split(".", 1)[0]
+
+
 def spread(values: Sequence[float | None]) -> tuple[float, float, float] | None:
     """min, median, max of the values that are not None (None when there are none)."""
     present = [float(v) for v in values if v is not None]

@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.analysis import checker
-from harness.analysis.runs import SUB_WINDOWS, Run, check_repetitions, is_run_dir, load_group, make_run, spread
+from harness.analysis.runs import (
+    SUB_WINDOWS,
+    Run,
+    check_repetitions,
+    fault_group,
+    is_run_dir,
+    load_group,
+    make_run,
+    spread,
+)
 from harness.errors import UserError
 from harness.report import markdown as report
 from harness.report import usecase
@@ -199,7 +208,7 @@ def fault_names(recovery: list[dict[str, Any]]) -> list[str]:
     one: when it first struck, its interval and how many times."""
     groups: dict[tuple[str, str, str], dict[str, float]] = {}  # -> each strike's id and its earliest start
     for f in recovery:  # (the same strike in several runs or engines: one id, starts ms apart)
-        key = (str(f["fault_id"]).split(".", 1)[0], f["kind"], f["target"])
+        key = (fault_group(f["fault_id"]), f["kind"], f["target"])
         strikes = groups.setdefault(key, {})
         fid = str(f["fault_id"])
         strikes[fid] = min(strikes.get(fid, f["start_s"]), f["start_s"])

@@ -156,7 +156,7 @@ def shade_faults(ax: Axes, faults: Sequence[dict[str, Any]], label: bool = True)
     first: dict[str, float] = {}
     for f in faults:
         if f.get("start_s") is not None and "." in str(f.get("fault_id", "")):
-            base = str(f["fault_id"]).split(".", 1)[0]
+            base = runs_mod.fault_group(f["fault_id"])
             strikes.setdefault(base, set()).add(str(f["fault_id"]))
             first[base] = min(first.get(base, float(f["start_s"])), float(f["start_s"]))
     labelled: set[str] = set()
@@ -168,7 +168,7 @@ def shade_faults(ax: Axes, faults: Sequence[dict[str, Any]], label: bool = True)
             ax.axvspan(start, end, color=FAULT_COLOR, alpha=0.12, lw=0, zorder=0)
         ax.axvline(start, color=FAULT_COLOR, lw=0.9, ls="--", zorder=1)
         name, key = str(f.get("fault_id", "")), f"{f.get('fault_id')}@{start:.1f}"
-        base = name.split(".", 1)[0]
+        base = runs_mod.fault_group(name)
         if base in strikes:  # a repeated fault: one label, at its first strike
             if float(start) != first[base]:
                 continue

@@ -38,7 +38,7 @@ def _rows(rs: list[Run]) -> list[tuple[str, str, list[dict[str, Any]]]]:
         groups: dict[str, list[str]] = {}
         for er in engine_runs(rs, name):
             for f in er.faults:
-                ids = groups.setdefault(str(f["fault_id"]).split(".", 1)[0], [])
+                ids = groups.setdefault(runs_mod.fault_group(f["fault_id"]), [])
                 if f["fault_id"] not in ids:
                     ids.append(f["fault_id"])
         for base, ids in groups.items():
